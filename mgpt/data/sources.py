@@ -1,0 +1,185 @@
+"""Readers for text-classification and regression files: CSV, TSV and JSON Lines.
+
+Every reader returns a list of ``{"text": str, "text_pair": str (only when a pair column is
+configured), "label": str | float (only when labels are read)}``. Errors name the file, the line
+and what was expected, so a broken row in a 100k-line file is found at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any
+
+# Label kinds a reader can produce.
+LABEL_STRING = "string"  # classification: labels are kept verbatim as strings
+LABEL_FLOAT = "float"  # regression: labels must parse as finite numbers
+LABEL_NONE = "none"  # causal LM: no label column is read
+
+FORMATS = ("csv", "tsv", "jsonl")
+
+
+class DataError(ValueError):
+    """A data file is missing, empty or malformed; the message names the file and line."""
+
+
+def read_examples(
+    path: str | os.PathLike,
+    fmt: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str = "",
+    label_kind: str = LABEL_STRING,
+) -> list[dict]:
+    """Read a CSV, TSV or JSONL file into ``{"text", "text_pair"?, "label"?}`` dicts.
+
+    ``label_kind`` is ``"string"`` (classification), ``"float"`` (regression) or ``"none"``
+    (no labels, e.g. causal language modelling).
+    """
+    if fmt == "csv":
+        return read_delimited(path, ",", text_column, label_column, text_pair_column, label_kind)
+    if fmt == "tsv":
+        return read_delimited(path, "\t", text_column, label_column, text_pair_column, label_kind)
+    if fmt == "jsonl":
+        return read_jsonl(path, text_column, label_column, text_pair_column, label_kind)
+    raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)} (or conll)")
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: data file not found")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: data file is empty")
+
+
+def _wanted_columns(text_column: str, label_column: str, text_pair_column: str, label_kind: str):
+    wanted = [("text", text_column)]
+    if text_pair_column:
+        wanted.append(("text_pair", text_pair_column))
+    if label_kind != LABEL_NONE:
+        wanted.append(("label", label_column))
+    return wanted
+
+
+def _convert_label(value: Any, label_kind: str, where: str) -> Any:
+    if label_kind == LABEL_FLOAT:
+        if isinstance(value, bool):  # bool is an int subclass; True is not a regression target
+            raise DataError(f"{where}: regression label {value!r} is not a number")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: regression label {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise DataError(f"{where}: regression label {value!r} is not a finite number")
+        return number
+    if isinstance(value, (dict, list)) or value is None:
+        raise DataError(f"{where}: classification label must be a string or number, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1.0 and 1 name the same class
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{where}: empty label")
+    return text
+
+
+def read_delimited(
+    path: str | os.PathLike,
+    delimiter: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str = "",
+    label_kind: str = LABEL_STRING,
+) -> list[dict]:
+    """Read a CSV (``delimiter=","``) or TSV (``"\\t"``) file whose first row names the columns."""
+    path = os.fspath(path)
+    _check_file(path)
+    wanted = _wanted_columns(text_column, label_column, text_pair_column, label_kind)
+    examples = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}:1: expected a header row naming the columns")
+        header = [name.strip() for name in header]
+        positions = {}
+        for key, column in wanted:
+            if column not in header:
+                raise DataError(
+                    f"{path}:1: missing column {column!r} (for {key}); the header has columns {header}"
+                )
+            positions[key] = header.index(column)
+        for row in reader:
+            line = reader.line_num  # the last physical line of this record
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}:{line}: expected {len(header)} columns {header}, got {len(row)}"
+                )
+            example = {}
+            for key, _ in wanted:
+                value = row[positions[key]]
+                example[key] = _convert_label(value, label_kind, f"{path}:{line}") if key == "label" else value
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no examples (only a header)")
+    return examples
+
+
+def _text_value(value: Any, column: str, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    # A list of strings (e.g. the sentences of an abstract) is joined with spaces.
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    raise DataError(f"{where}: field {column!r} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def read_jsonl(
+    path: str | os.PathLike,
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str = "",
+    label_kind: str = LABEL_STRING,
+) -> list[dict]:
+    """Read a JSON Lines file: one JSON object per line; blank lines are skipped."""
+    path = os.fspath(path)
+    _check_file(path)
+    wanted = _wanted_columns(text_column, label_column, text_pair_column, label_kind)
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: expected one JSON object per line ({e.msg} at column {e.colno})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            example = {}
+            for key, column in wanted:
+                if column not in record:
+                    raise DataError(f"{where}: missing key {column!r} (for {key}); the object has keys {sorted(record)}")
+                value = record[column]
+                if key == "label":
+                    example[key] = _convert_label(value, label_kind, where)
+                else:
+                    example[key] = _text_value(value, column, where)
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no examples (the file has only blank lines)")
+    return examples
+
+
+def label_kind_for(task_kind: str) -> str:
+    """Which label kind a task reads from a file."""
+    if task_kind == "regression":
+        return LABEL_FLOAT
+    if task_kind == "causal_lm":
+        return LABEL_NONE
+    return LABEL_STRING
+

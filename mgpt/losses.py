@@ -1,0 +1,66 @@
+"""Jit-safe losses returning ``(sum, count)``.
+
+The trainer adds sums and counts over micro-batches, devices and eval batches and divides once,
+so a padded last batch or an uneven split never biases the mean. ``example_weight`` (B,) scales
+each row: weight-0 padding rows add nothing to the sum or the count. Labels equal to -100 are
+ignored. All arithmetic is float32 whatever the logits' dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax.numpy as jnp
+import optax
+
+IGNORE_INDEX = -100
+
+
+def _row_weights(weights: Optional[jnp.ndarray], shape: tuple[int, ...]) -> jnp.ndarray:
+    """Broadcast per-row weights (B,) to a label shape (B, ...); None means all ones."""
+    if weights is None:
+        return jnp.ones(shape, jnp.float32)
+    weights = jnp.asarray(weights, jnp.float32)
+    return jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (len(shape) - 1)), shape)
+
+
+def softmax_cross_entropy(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Cross-entropy of integer ``labels`` (B,) or (B, T) under ``logits`` (..., C)."""
+    labels = jnp.asarray(labels)
+    valid = labels != IGNORE_INDEX
+    safe = jnp.where(valid, labels, 0)  # -100 would index out of range
+    per_item = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits, jnp.float32), safe)
+    w = _row_weights(weights, labels.shape) * valid.astype(jnp.float32)
+    # where(), not a product alone: 0 * inf from an ignored row would be nan.
+    return jnp.sum(jnp.where(w > 0, per_item * w, 0.0)), jnp.sum(w)
+
+
+def token_cross_entropy(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Per-token cross-entropy: ``logits`` (B, T, C), ``labels`` (B, T) with -100 ignored."""
+    return softmax_cross_entropy(logits, labels, weights)
+
+
+def causal_lm_loss(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Next-token cross-entropy: position t's logits predict ``labels[:, t + 1]``.
+
+    ``labels`` are aligned with ``input_ids`` (not shifted); the shift happens here.
+    """
+    return softmax_cross_entropy(logits[:, :-1], jnp.asarray(labels)[:, 1:], weights)
+
+
+def mse(pred, target, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Squared error of ``pred`` vs ``target`` (both (B,)), summed over weighted rows."""
+    pred = jnp.asarray(pred, jnp.float32).reshape(-1)
+    target = jnp.asarray(target, jnp.float32).reshape(-1)
+    w = _row_weights(weights, pred.shape)
+    return jnp.sum(jnp.where(w > 0, w * jnp.square(pred - target), 0.0)), jnp.sum(w)
+
+
+def negative_log_likelihood(log_probs, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """NLL of integer ``labels`` under already-normalised ``log_probs`` (..., C); -100 ignored."""
+    labels = jnp.asarray(labels)
+    valid = labels != IGNORE_INDEX
+    safe = jnp.where(valid, labels, 0)
+    picked = jnp.take_along_axis(jnp.asarray(log_probs, jnp.float32), safe[..., None], axis=-1)[..., 0]
+    w = _row_weights(weights, labels.shape) * valid.astype(jnp.float32)
+    return -jnp.sum(jnp.where(w > 0, picked * w, 0.0)), jnp.sum(w)

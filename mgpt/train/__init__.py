@@ -1,0 +1,1 @@
+"""Training: state, pure steps, Orbax checkpoints and the loop."""

@@ -1,0 +1,74 @@
+"""Evaluation over a whole split, the written reports, and prediction files."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from mgpt import parallel
+
+
+def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, float]:
+    """Predictions for every real example of ``split`` (padding rows dropped), loss sum and count."""
+    batches = run.batches(split, run.config.train.eval_batch_size, shuffle=False)
+    outputs, loss_sum, count = [], 0.0, 0.0
+    for batch in batches.eval_batches():
+        weights = batch["example_weight"]
+        result = jax.device_get(run.eval_fn(params, parallel.shard_batch(batch, run.mesh)))
+        loss_sum += float(result["loss_sum"])
+        count += float(result["count"])
+        outputs.append(np.asarray(result["predictions"])[weights > 0])
+    return np.concatenate(outputs, axis=0), loss_sum, count
+
+
+def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]]:
+    """The task's full report on ``split`` and the scalars to log (loss included)."""
+    predictions, loss_sum, count = run_predictions(run, params, split)
+    decoded = run.task.decode(predictions, run.data, split)
+    report = run.task.report(decoded, run.task.references(run.data, split), run.data.label_names)
+    report["loss"] = loss_sum / max(count, 1.0)
+    report["num_examples"] = int(len(predictions))
+    scalars = dict(run.task.headline(report))
+    scalars["loss"] = report["loss"]
+    return report, scalars
+
+
+def write_report(workdir: str, split: str, report: dict) -> str:
+    """Write ``eval_<split>.json`` into ``workdir``."""
+    return write_json(os.path.join(workdir, f"eval_{split}.json"), report)
+
+
+def write_json(path: str, payload: Any) -> str:
+    """Write JSON atomically: a reader never sees half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, default=_json_default)
+    os.replace(tmp, path)
+    return path
+
+
+def write_predictions(run, params: Any, split: str, path: str) -> int:
+    """One JSON object per example: the input fields and the prediction. Returns the count."""
+    predictions, _, _ = run_predictions(run, params, split)
+    decoded = run.task.decode(predictions, run.data, split)
+    examples = run.data.examples[split]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for example, prediction in zip(examples, decoded):
+            record = {k: v for k, v in example.items()}
+            record["prediction"] = run.task.describe(prediction, run.data.label_names)
+            f.write(json.dumps(record, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return len(examples)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

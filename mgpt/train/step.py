@@ -1,0 +1,97 @@
+"""Pure train and eval steps.
+
+Configuration enters through ``functools.partial`` (model, task, optimizer, accumulation), so tests
+call these functions directly. Losses come back from the task as ``(sum, count)`` and are divided
+once, after micro-batches are summed, so accumulation and padding give the exact mean.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+MODEL_INPUTS = ("attention_mask", "token_type_ids")
+
+
+def forward(model, params: Any, batch: dict, *, deterministic: bool, rng: jax.Array | None = None) -> jax.Array:
+    """Logits of ``model`` on ``batch`` (only the inputs the batch has are passed)."""
+    kwargs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    rngs = {} if deterministic or rng is None else {"dropout": rng}
+    return model.apply({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs, **kwargs)
+
+
+def loss_and_count(params: Any, batch: dict, rng: jax.Array, *, model, task) -> tuple[jax.Array, jax.Array]:
+    """``(sum, count)`` of the task loss on one (micro-)batch, dropout on."""
+    logits = forward(model, params, batch, deterministic=False, rng=rng)
+    return task.loss(logits, batch)
+
+
+def _split_micro_batches(batch: dict, k: int) -> dict:
+    # Strided split (row r goes to micro-batch r % k): each device's shard of the batch axis
+    # contributes to every micro-batch, so no data moves between devices.
+    def split(x):
+        if x.shape[0] % k:
+            raise ValueError(f"batch of {x.shape[0]} rows is not divisible into {k} micro-batches")
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    return jax.tree_util.tree_map(split, batch)
+
+
+def gradients(params: Any, batch: dict, rng: jax.Array, *, model, task, accumulation_steps: int = 1):
+    """Summed loss gradients, loss sum and count over ``accumulation_steps`` micro-batches."""
+    def micro(b, r):
+        # gradient of the loss sum; the count rides along as the auxiliary output
+        def loss_sum(p):
+            s, c = loss_and_count(p, b, r, model=model, task=task)
+            return s, (s, c)
+
+        g, (s, c) = jax.grad(loss_sum, has_aux=True)(params)
+        return g, s, c
+
+    if accumulation_steps == 1:
+        return micro(batch, rng)
+
+    micro_batches = _split_micro_batches(batch, accumulation_steps)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def body(carry, inputs):
+        g_acc, s_acc, c_acc = carry
+        index, b = inputs
+        g, s, c = micro(b, jax.random.fold_in(rng, index))
+        return (jax.tree_util.tree_map(jnp.add, g_acc, g), s_acc + s, c_acc + c), None
+
+    init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    (g, s, c), _ = jax.lax.scan(body, init, (jnp.arange(accumulation_steps), micro_batches))
+    return g, s, c
+
+
+def train_step(state: dict, batch: dict, *, model, task, optimizer: optax.GradientTransformation,
+               accumulation_steps: int = 1) -> tuple[dict, dict]:
+    """One optimizer update on ``batch``; returns the new state and scalar metrics."""
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    grad_sum, loss_sum, count = gradients(
+        state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps
+    )
+    denominator = jnp.maximum(count, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / denominator, grad_sum)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
+    metrics = {
+        "loss": loss_sum / denominator,
+        "count": count,
+        "tokens": jnp.sum(batch["attention_mask"] * batch["example_weight"][:, None]),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
+    }
+    return new_state, metrics
+
+
+def eval_step(params: Any, batch: dict, *, model, task) -> dict:
+    """Loss sum, count and predictions on one batch, dropout off."""
+    logits = forward(model, params, batch, deterministic=True)
+    loss_sum, count = task.loss(logits, batch)
+    return {"loss_sum": loss_sum, "count": count, "predictions": task.predict(logits, batch)}
