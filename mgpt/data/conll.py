@@ -93,6 +93,8 @@ def read_conll(path: str | os.PathLike, token_column: int = 0, label_column: int
         token_column + 1 if token_column >= 0 else -token_column,
         label_column + 1 if label_column >= 0 else -label_column,
     )
+    if (token_column >= 0) != (label_column >= 0) and abs(token_column - label_column) == needed:
+        needed += 1  # e.g. token 0 / label -1: one column would serve as both
     sentences: list[dict] = []
     tokens: list[str] = []
     tags: list[str] = []

@@ -39,6 +39,8 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Save the full state (asynchronously) with JSON metadata such as early-stopping counters."""
+        if step in self.latest.all_steps():
+            return  # already saved at this step (e.g. at an evaluation just before a stop)
         self.latest.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 
 from mgpt import config as config_lib
 from mgpt import optim, parallel
@@ -88,8 +89,12 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def train(config: config_lib.ExperimentConfig, workdir: str) -> dict:
-    """Train (or resume) in ``workdir``; returns the final evaluation reports by split."""
+def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | None = None) -> dict:
+    """Train (or resume) in ``workdir``; returns the final evaluation reports by split.
+
+    ``stop_after`` ends the run after that many steps as a pre-emption would (a checkpoint is
+    written, no final evaluation); running again resumes exactly where it stopped.
+    """
     os.makedirs(workdir, exist_ok=True)
     config_lib.save_config(config, os.path.join(workdir, "config.json"))
     run = build_run(config)
@@ -128,8 +133,8 @@ def train(config: config_lib.ExperimentConfig, workdir: str) -> dict:
     window_tokens, window_start = 0.0, time.perf_counter()
     stopped_early = False
     for step in range(start, steps):
-        batch = parallel.shard_batch(train_batches.batch_at(step), run.mesh)
-        state, metrics = step_fn(state, batch)
+        host_batch = train_batches.batch_at(step)
+        state, metrics = step_fn(state, parallel.shard_batch(host_batch, run.mesh))
         done = step + 1
         if done % tc.log_every == 0 or done == steps:
             metrics = jax.device_get(metrics)
@@ -141,6 +146,8 @@ def train(config: config_lib.ExperimentConfig, workdir: str) -> dict:
                 "param_norm": metrics["param_norm"],
                 "tokens_per_second": window_tokens / max(elapsed, 1e-9),
                 "epoch": done / train_batches.steps_per_epoch,
+                # Which examples the last step saw: lets a resumed run be checked against a straight one.
+                "batch_fingerprint": batch_fingerprint(host_batch),
             }
             writer.write("train", done, values)
             progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
@@ -173,6 +180,14 @@ def train(config: config_lib.ExperimentConfig, workdir: str) -> dict:
             checkpoints.save(done, state, loop_meta)
         if stopped_early:
             break
+        if stop_after is not None and done >= stop_after and done < steps:
+            if checkpoints is not None:
+                checkpoints.save(done, state, loop_meta)
+                checkpoints.close()
+            writer.close()
+            progress.close()
+            log.info("stopped after step %d as asked; run again to resume", done)
+            return {}
     progress.close()
 
     final_params = state["params"]
@@ -192,11 +207,21 @@ def train(config: config_lib.ExperimentConfig, workdir: str) -> dict:
             evaluation.write_report(workdir, split, report)
             writer.write("final", int(state["step"]), {f"{split}/{k}": v for k, v in scalars.items()})
             reports[split] = report
+    # Guardrail: shapes are static, so each step function must have compiled exactly once.
+    writer.write("final", int(state["step"]), {"train_step_compilations": step_fn._cache_size(),
+                                                "eval_step_compilations": run.eval_fn._cache_size()})
     writer.close()
     if checkpoints is not None:
         checkpoints.close()
     reporting.plot_curves(workdir)
     return reports
+
+
+def batch_fingerprint(batch: dict) -> int:
+    """An order-sensitive integer summary of a batch's real token ids."""
+    ids = batch["input_ids"].astype(np.int64) * batch["example_weight"].astype(np.int64)[:, None]
+    weights = np.arange(1, ids.size + 1, dtype=np.int64).reshape(ids.shape)
+    return int(np.sum(ids * weights) % 1_000_000_007)
 
 
 def _trainable_mask(config, params):

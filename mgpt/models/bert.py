@@ -1,0 +1,268 @@
+"""BERT encoder backbone in Flax Linen, laid out like Hugging Face's ``BertModel`` (covers MiniLM checkpoints).
+
+Param tree (under the task model's ``"backbone"``)::
+
+    embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding
+    embeddings/LayerNorm/{scale,bias}
+    encoder/layer_{i}/attention/self/{query,key,value}/{kernel (E, E), bias}
+    encoder/layer_{i}/attention/output/dense/{kernel,bias}   encoder/layer_{i}/attention/output/LayerNorm/{scale,bias}
+    encoder/layer_{i}/intermediate/dense/{kernel (E, I),bias}
+    encoder/layer_{i}/output/dense/{kernel (I, E),bias}      encoder/layer_{i}/output/LayerNorm/{scale,bias}
+    pooler/dense/{kernel,bias}                               (only when ``add_pooler``)
+
+Kernels are ``(in, out)``: the transpose of PyTorch ``nn.Linear`` weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mgpt.models.attention import attention
+from mgpt.models.gpt2 import BackboneOutput, activation_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class BertArch:
+    """The BERT hyperparameters mgpt uses, read from a transformers ``BertConfig`` (hashable, static)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    activation: str
+    layer_norm_eps: float
+    max_position_embeddings: int
+    type_vocab_size: int
+    hidden_dropout: float
+    attention_dropout: float
+    classifier_dropout: float
+    initializer_range: float
+
+    @classmethod
+    def from_hf(cls, config, dropout: Optional[float] = None) -> "BertArch":
+        """Read a ``BertConfig``; ``dropout`` overrides every dropout rate when given."""
+        if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+            raise ValueError("BERT as a decoder (is_decoder/add_cross_attention) is not supported by mgpt")
+        kind = getattr(config, "position_embedding_type", "absolute") or "absolute"
+        if kind != "absolute":
+            raise ValueError(f"BERT position_embedding_type={kind!r} is not supported; only 'absolute'")
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(
+                f"BERT config: hidden_size={config.hidden_size} is not divisible by "
+                f"num_attention_heads={config.num_attention_heads}"
+            )
+        activation_fn(config.hidden_act)
+        classifier_dropout = getattr(config, "classifier_dropout", None)
+        if classifier_dropout is None:  # as BertFor*Classification
+            classifier_dropout = config.hidden_dropout_prob
+        rates = dict(
+            hidden_dropout=config.hidden_dropout_prob,
+            attention_dropout=config.attention_probs_dropout_prob,
+            classifier_dropout=classifier_dropout,
+        )
+        if dropout is not None:
+            rates = {name: float(dropout) for name in rates}
+        return cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            activation=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size,
+            initializer_range=config.initializer_range,
+            **{k: float(v) for k, v in rates.items()},
+        )
+
+
+def _dense(features: int, arch: BertArch, dtype, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(arch.initializer_range),
+        name=name,
+    )
+
+
+def _layer_norm(arch: BertArch, dtype, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=arch.layer_norm_eps, dtype=dtype, name=name)
+
+
+class BertEmbeddings(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, deterministic: bool):
+        arch = self.arch
+        init = nn.initializers.normal(arch.initializer_range)
+
+        def embed(num, name):
+            return nn.Embed(num, arch.hidden_size, embedding_init=init, dtype=self.dtype, name=name)
+
+        word = embed(arch.vocab_size, "word_embeddings")
+        if inputs_embeds is None:
+            inputs_embeds = word(input_ids)
+        else:
+            word.embedding  # noqa: B018 -- still create the table so the param tree is the same either way
+        x = inputs_embeds.astype(self.dtype)
+        x = x + embed(arch.type_vocab_size, "token_type_embeddings")(token_type_ids)
+        x = x + embed(arch.max_position_embeddings, "position_embeddings")(position_ids)
+        x = _layer_norm(arch, self.dtype, "LayerNorm")(x)
+        return nn.Dropout(arch.hidden_dropout)(x, deterministic=deterministic)
+
+
+class BertSelfAttention(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
+        arch = self.arch
+        batch, length, width = x.shape
+        head_dim = width // arch.num_heads
+
+        def project(name):
+            return _dense(width, arch, self.dtype, name)(x).reshape(batch, length, arch.num_heads, head_dim)
+
+        q, k, v = project("query"), project("key"), project("value")
+        use_dropout = not deterministic and arch.attention_dropout > 0
+        prefix_key, prefix_value = prefix_kv if prefix_kv is not None else (None, None)
+        out = attention(
+            q,
+            k,
+            v,
+            key_mask,
+            causal=False,
+            prefix_key=prefix_key,
+            prefix_value=prefix_value,
+            dropout_rate=arch.attention_dropout,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+            deterministic=deterministic,
+        )
+        return out.reshape(batch, length, width)
+
+
+class BertAddNorm(nn.Module):
+    """dense -> dropout -> LayerNorm(x + residual): BertSelfOutput and BertOutput share this shape."""
+
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, residual, deterministic: bool):
+        h = _dense(self.arch.hidden_size, self.arch, self.dtype, "dense")(x)
+        h = nn.Dropout(self.arch.hidden_dropout)(h, deterministic=deterministic)
+        return _layer_norm(self.arch, self.dtype, "LayerNorm")(h + residual)
+
+
+class BertAttention(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
+        h = BertSelfAttention(self.arch, self.dtype, name="self")(x, key_mask, deterministic, prefix_kv)
+        return BertAddNorm(self.arch, self.dtype, name="output")(h, x, deterministic)
+
+
+class BertIntermediate(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = _dense(self.arch.intermediate_size, self.arch, self.dtype, "dense")(x)
+        return activation_fn(self.arch.activation)(h)
+
+
+class BertLayer(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
+        x = BertAttention(self.arch, self.dtype, name="attention")(x, key_mask, deterministic, prefix_kv)
+        h = BertIntermediate(self.arch, self.dtype, name="intermediate")(x)
+        return BertAddNorm(self.arch, self.dtype, name="output")(h, x, deterministic)
+
+
+class BertEncoder(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool, prefix_key_values=None, return_hidden_states=False):
+        all_hidden = [x] if return_hidden_states else None
+        for i in range(self.arch.num_layers):
+            prefix = prefix_key_values[i] if prefix_key_values is not None else None
+            x = BertLayer(self.arch, self.dtype, name=f"layer_{i}")(x, key_mask, deterministic, prefix)
+            if return_hidden_states:
+                all_hidden.append(x)
+        return x, (tuple(all_hidden) if return_hidden_states else None)
+
+
+class BertPooler(nn.Module):
+    arch: BertArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden):
+        return jnp.tanh(_dense(self.arch.hidden_size, self.arch, self.dtype, "dense")(hidden[:, 0]))
+
+
+class BertBackbone(nn.Module):
+    """BERT encoder: embeddings + LayerNorm, ``num_layers`` post-LN layers, optional pooler (dense+tanh on [CLS])."""
+
+    arch: BertArch
+    add_pooler: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        position_ids=None,
+        prefix_key_values: Optional[Sequence] = None,
+        deterministic: bool = True,
+        return_hidden_states: bool = False,
+    ) -> BackboneOutput:
+        """Run the encoder.
+
+        ``input_ids`` ``(B, T)`` or ``inputs_embeds`` ``(B, T, E)`` (exactly one); ``attention_mask`` ``(B, T)``
+        (1 = real); ``token_type_ids`` default to zeros; ``position_ids`` default to ``0..T-1``.
+        ``prefix_key_values``: optional per-layer ``(key, value)`` pairs of shape ``(B, P, H, D)``.
+        """
+        arch = self.arch
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("BERT: pass exactly one of input_ids and inputs_embeds")
+        batch, length = (input_ids.shape if input_ids is not None else inputs_embeds.shape[:2])
+        if position_ids is None:
+            if length > arch.max_position_embeddings:
+                raise ValueError(
+                    f"BERT: sequence length {length} exceeds max_position_embeddings={arch.max_position_embeddings}"
+                )
+            position_ids = jnp.arange(length)[None, :]
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros((batch, length), jnp.int32)
+        if prefix_key_values is not None and len(prefix_key_values) != arch.num_layers:
+            raise ValueError(f"BERT: {len(prefix_key_values)} prefix key/value pairs for {arch.num_layers} layers")
+        x = BertEmbeddings(arch, self.dtype, name="embeddings")(
+            input_ids, token_type_ids, position_ids, inputs_embeds, deterministic
+        )
+        x, all_hidden = BertEncoder(arch, self.dtype, name="encoder")(
+            x, attention_mask, deterministic, prefix_key_values, return_hidden_states
+        )
+        pooled = BertPooler(arch, self.dtype, name="pooler")(x) if self.add_pooler else None
+        return BackboneOutput(x, all_hidden, pooled)

@@ -1,0 +1,36 @@
+"""Regression: one float per example, mean squared error."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from mgpt import losses, metrics
+
+
+def _scores(logits):
+    # Heads return (B,); accept (B, 1) too.
+    logits = jnp.asarray(logits)
+    return logits.reshape(logits.shape[0]) if logits.ndim == 2 and logits.shape[-1] == 1 else logits
+
+
+class Regression:
+    """Task object for ``"regression"``; predictions are float32 scores (B,)."""
+
+    name = "regression"
+    default_metric = "mse"
+    default_mode = "min"
+
+    def loss(self, logits, batch):
+        """(sum, count) of squared error over real rows; labels float32 (B,)."""
+        return losses.mse(_scores(logits), batch["labels"], batch.get("example_weight"))
+
+    def predict(self, logits, batch):
+        return _scores(logits).astype(jnp.float32)
+
+    def report(self, predictions, references, label_names=()):
+        """MSE / RMSE / MAE / Pearson / Spearman (see metrics.regression_report)."""
+        return metrics.regression_report(predictions, references)
+
+    def headline(self, report):
+        keys = ("mse", "rmse", "mae", "pearson", "spearman")
+        return {key: float(report[key]) for key in keys if report.get(key) is not None}

@@ -1,0 +1,30 @@
+"""Sequence classification: one label per example, cross-entropy over (B, C) logits."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from mgpt import losses, metrics
+
+
+class SequenceClassification:
+    """Task object for ``"sequence_classification"``; predictions are label ids (B,)."""
+
+    name = "sequence_classification"
+    default_metric = "accuracy"
+    default_mode = "max"
+
+    def loss(self, logits, batch):
+        """(sum, count) of cross-entropy over real rows; logits (B, C), labels int32 (B,)."""
+        return losses.softmax_cross_entropy(logits, batch["labels"], batch.get("example_weight"))
+
+    def predict(self, logits, batch):
+        """Arg-max label ids (B,)."""
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def report(self, predictions, references, label_names):
+        """sklearn report of predicted vs reference label ids (see metrics.classification_report)."""
+        return metrics.classification_report(predictions, references, label_names)
+
+    def headline(self, report):
+        return {key: float(report[key]) for key in ("accuracy", "macro_f1", "micro_f1")}
