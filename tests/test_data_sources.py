@@ -152,3 +152,9 @@ def test_scheme_detected_per_file(tmp_path):
     bioes = write(tmp_path, "bioes.conll", "John S-PER\nsaw O\nNew B-LOC\nYork E-LOC\n")
     assert [s["tags"] for s in read_conll(iob1)] == [["O", "B-PER", "I-PER"], ["B-LOC"]]
     assert [s["tags"] for s in read_conll(bioes)] == [["B-PER", "O", "B-LOC", "I-LOC"]]
+
+
+def test_csv_with_byte_order_mark_reads_first_column(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("text,label\nnice,pos\n".encode("utf-8-sig"))
+    assert read_examples(str(path), "csv") == [{"text": "nice", "label": "pos"}]

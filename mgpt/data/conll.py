@@ -78,10 +78,14 @@ def _column_index(index: int, num_columns: int) -> int:
     return index if index >= 0 else num_columns + index
 
 
-def read_conll(path: str | os.PathLike, token_column: int = 0, label_column: int = -1) -> list[dict]:
+def read_conll(
+    path: str | os.PathLike, token_column: int = 0, label_column: int = -1, tags_optional: bool = False
+) -> list[dict]:
     """Read a CoNLL file into ``[{"tokens": [...], "tags": [...]}, ...]`` with IOB2 tags.
 
     ``token_column`` / ``label_column`` pick columns by index (negative counts from the end).
+    With ``tags_optional`` (files to predict on) a sentence whose lines have no tag column is
+    returned as ``{"tokens": [...]}``.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -98,14 +102,18 @@ def read_conll(path: str | os.PathLike, token_column: int = 0, label_column: int
     sentences: list[dict] = []
     tokens: list[str] = []
     tags: list[str] = []
+    untagged: list[int] = []  # line numbers of token-only lines in the current sentence
 
     def flush():
         if tokens:
-            sentences.append({"tokens": list(tokens), "tags": list(tags)})
+            if untagged and tags:
+                raise DataError(f"{path}:{untagged[0]}: a sentence mixes tagged and untagged lines")
+            sentences.append({"tokens": list(tokens), "tags": list(tags)} if tags else {"tokens": list(tokens)})
             tokens.clear()
             tags.clear()
+            untagged.clear()
 
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             columns = line.split()
             if not columns:
@@ -115,6 +123,10 @@ def read_conll(path: str | os.PathLike, token_column: int = 0, label_column: int
                 flush()
                 continue
             where = f"{path}:{line_number}"
+            if tags_optional and len(columns) < needed and -len(columns) <= token_column < len(columns):
+                tokens.append(columns[token_column])
+                untagged.append(line_number)
+                continue
             if len(columns) < needed:
                 raise DataError(
                     f"{where}: expected at least {needed} whitespace-separated columns "
@@ -137,9 +149,10 @@ def read_conll(path: str | os.PathLike, token_column: int = 0, label_column: int
     flush()
     if not sentences:
         raise DataError(f"{path}: no sentences (only blank or -DOCSTART- lines)")
-    scheme = detect_scheme([s["tags"] for s in sentences])
+    tagged = [s for s in sentences if "tags" in s]
+    scheme = detect_scheme([s["tags"] for s in tagged])
     if scheme != "IOB2":
         logger.info("%s: converting %s tags to IOB2", path, scheme)
-    for sentence in sentences:
+    for sentence in tagged:
         sentence["tags"] = to_iob2(sentence["tags"], scheme)
     return sentences

@@ -12,7 +12,13 @@ from mgpt.data.sources import DataError
 logger = logging.getLogger("mgpt")
 
 TASK_KINDS = ("sequence_classification", "token_classification", "regression", "causal_lm")
-SPLIT_FILES = (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file"))
+SPLIT_FILES = (
+    ("train", "train_file"),
+    ("validation", "validation_file"),
+    ("test", "test_file"),
+    ("predict", "predict_file"),  # labels optional: examples to label with a trained model
+)
+UNLABELLED_OK = ("predict",)
 
 
 @dataclasses.dataclass
@@ -20,8 +26,9 @@ class DatasetBundle:
     """Encoded splits plus what is needed to turn predictions back into labels.
 
     ``splits[name]`` holds Batch-contract arrays (input_ids, attention_mask, [token_type_ids],
-    labels); only the splits whose files were given are present. ``examples[name]`` are the raw
-    examples in file order. For token classification ``word_index[name]`` (N, max_words) gives
+    labels); only the splits whose files were given are present: "train", "validation", "test",
+    and "predict" (whose examples may lack labels; theirs are -100, or 0.0 for regression).
+    ``examples[name]`` are the raw examples in file order. For token classification ``word_index[name]`` (N, max_words) gives
     each word's first sub-word position (-1 = cut off) and ``num_words[name]`` (N,) the word counts.
     """
 
@@ -48,11 +55,11 @@ class DatasetBundle:
         return None
 
 
-def _read_split(data_cfg, task_kind: str, path: str) -> list[dict]:
+def _read_split(data_cfg, task_kind: str, path: str, labels_optional: bool) -> list[dict]:
     if data_cfg.format == "conll":
         if task_kind != "token_classification":
             raise DataError(f"data.format='conll' is only for token_classification, not {task_kind}")
-        return conll.read_conll(path, data_cfg.conll_token_column, data_cfg.conll_label_column)
+        return conll.read_conll(path, data_cfg.conll_token_column, data_cfg.conll_label_column, labels_optional)
     if task_kind == "token_classification":
         raise DataError(f"token_classification reads data.format='conll', got {data_cfg.format!r}")
     return sources.read_examples(
@@ -62,14 +69,18 @@ def _read_split(data_cfg, task_kind: str, path: str) -> list[dict]:
         label_column=data_cfg.label_column,
         text_pair_column=data_cfg.text_pair_column,
         label_kind=sources.label_kind_for(task_kind),
+        labels_optional=labels_optional,
     )
 
 
 def _labels_of(example: dict, task_kind: str) -> list[str]:
-    return list(example["tags"]) if task_kind == "token_classification" else [example["label"]]
+    """The labels an example carries (none for unlabelled examples of a predict file)."""
+    if task_kind == "token_classification":
+        return list(example.get("tags", ()))
+    return [example["label"]] if "label" in example else []
 
 
-def _label_names(data_cfg, task_kind: str, examples: dict[str, list[dict]], files: dict[str, str]) -> tuple[str, ...]:
+def _label_names(data_cfg, task_kind: str, examples: dict[str, list[dict]]) -> tuple[str, ...]:
     """data.labels when given, else the sorted labels seen in training ("O" first for tags)."""
     if task_kind in ("regression", "causal_lm"):
         return ()
@@ -119,8 +130,11 @@ def build_datasets(data_cfg, task_kind: str, tokenizer) -> DatasetBundle:
     files = {split: getattr(data_cfg, key) for split, key in SPLIT_FILES if getattr(data_cfg, key)}
     if not files:
         raise DataError("no data files: set data.train_file (and optionally data.validation_file, data.test_file)")
-    examples = {split: _read_split(data_cfg, task_kind, path) for split, path in files.items()}
-    label_names = _label_names(data_cfg, task_kind, examples, files)
+    examples = {
+        split: _read_split(data_cfg, task_kind, path, labels_optional=split in UNLABELLED_OK)
+        for split, path in files.items()
+    }
+    label_names = _label_names(data_cfg, task_kind, examples)
     has_labels = bool(label_names)
     if has_labels:
         _check_labels(label_names, task_kind, examples, files, bool(data_cfg.labels))

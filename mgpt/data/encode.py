@@ -69,6 +69,8 @@ def _warn_truncated(count: int, total: int, max_length: int, where: str, extra: 
 
 def _num_truncated(batch) -> int:
     # Fast tokenizers keep what truncation cut off in Encoding.overflowing.
+    if batch.encodings is None:
+        raise DataError("mgpt needs a fast (Rust-backed) transformers tokenizer; got a slow one")
     return sum(1 for encoding in batch.encodings if encoding.overflowing)
 
 
@@ -93,7 +95,7 @@ def encode_sequences(
     """Sequence classification (int32 ``labels`` via ``label_to_id``) or regression (float32 labels).
 
     Examples with a ``"text_pair"`` are encoded as sentence pairs; long pairs are truncated
-    longest-first.
+    longest-first. Examples without a ``"label"`` get -100 (0.0 for regression).
     """
     if not examples:
         raise DataError(f"{where or 'data'}: no examples to encode")
@@ -101,10 +103,15 @@ def encode_sequences(
     pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
     batch = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     arrays = _base_arrays(batch, tokenizer, max_length)
+    # Unlabelled examples (files to predict on) get an ignored label: -100, or 0.0 for regression
+    # (whose loss on such a split means nothing and is not reported).
     if regression:
-        arrays["labels"] = np.asarray([float(e["label"]) for e in examples], dtype=np.float32)
+        arrays["labels"] = np.asarray([float(e.get("label", 0.0)) for e in examples], dtype=np.float32)
     elif label_to_id is not None:
-        arrays["labels"] = np.asarray([_lookup(label_to_id, e["label"], where) for e in examples], dtype=np.int32)
+        arrays["labels"] = np.asarray(
+            [_lookup(label_to_id, e["label"], where) if "label" in e else IGNORE_INDEX for e in examples],
+            dtype=np.int32,
+        )
     truncated = _num_truncated(batch)
     _warn_truncated(truncated, len(examples), max_length, where)
     return Encoded(arrays=arrays, num_truncated=truncated)
@@ -136,6 +143,7 @@ def encode_tokens(
     batch = tokenizer(
         [list(e["tokens"]) for e in examples], is_split_into_words=True, truncation=True, max_length=max_length
     )
+    truncated = _num_truncated(batch)  # also checks the tokenizer is a fast one (word_ids needs it)
     arrays = _base_arrays(batch, tokenizer, max_length)
     num_words = np.asarray([len(e["tokens"]) for e in examples], dtype=np.int32)
     word_index = np.full((len(examples), max(1, int(num_words.max()))), -1, dtype=np.int32)
@@ -143,8 +151,8 @@ def encode_tokens(
     words_lost = 0
     words_empty = 0
     for i, example in enumerate(examples):
-        tags = example["tags"]
-        if len(tags) != len(example["tokens"]):
+        tags = example.get("tags")  # absent in files to predict on: labels stay -100
+        if tags is not None and len(tags) != len(example["tokens"]):
             raise DataError(f"{where or 'data'}: example {i} has {len(example['tokens'])} tokens but {len(tags)} tags")
         previous = None
         for position, word in enumerate(batch.word_ids(i)):
@@ -153,8 +161,9 @@ def encode_tokens(
                 continue
             if word != previous:
                 word_index[i, word] = position
-                labels[i, position] = _lookup(label_to_id, tags[word], where)
-            elif label_all_subwords:
+                if tags is not None:
+                    labels[i, position] = _lookup(label_to_id, tags[word], where)
+            elif label_all_subwords and tags is not None:
                 labels[i, position] = _lookup(label_to_id, _inside(tags[word]), where)
             previous = word
         seen = word_index[i, : num_words[i]] >= 0
@@ -163,7 +172,6 @@ def encode_tokens(
         cut = int(np.sum(missing > last_seen)) if batch.encodings[i].overflowing else 0
         words_lost += cut
         words_empty += len(missing) - cut
-    truncated = _num_truncated(batch)
     _warn_truncated(
         truncated, len(examples), max_length, where,
         f"; {words_lost} words past the cut are predicted as 'O' in evaluation",

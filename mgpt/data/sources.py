@@ -32,18 +32,20 @@ def read_examples(
     label_column: str = "label",
     text_pair_column: str = "",
     label_kind: str = LABEL_STRING,
+    labels_optional: bool = False,
 ) -> list[dict]:
     """Read a CSV, TSV or JSONL file into ``{"text", "text_pair"?, "label"?}`` dicts.
 
     ``label_kind`` is ``"string"`` (classification), ``"float"`` (regression) or ``"none"``
-    (no labels, e.g. causal language modelling).
+    (no labels, e.g. causal language modelling). With ``labels_optional`` (files to predict on)
+    a missing label column (CSV/TSV) or key (JSONL) leaves examples without ``"label"``.
     """
     if fmt == "csv":
-        return read_delimited(path, ",", text_column, label_column, text_pair_column, label_kind)
+        return read_delimited(path, ",", text_column, label_column, text_pair_column, label_kind, labels_optional)
     if fmt == "tsv":
-        return read_delimited(path, "\t", text_column, label_column, text_pair_column, label_kind)
+        return read_delimited(path, "\t", text_column, label_column, text_pair_column, label_kind, labels_optional)
     if fmt == "jsonl":
-        return read_jsonl(path, text_column, label_column, text_pair_column, label_kind)
+        return read_jsonl(path, text_column, label_column, text_pair_column, label_kind, labels_optional)
     raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)} (or conll)")
 
 
@@ -91,40 +93,53 @@ def read_delimited(
     label_column: str = "label",
     text_pair_column: str = "",
     label_kind: str = LABEL_STRING,
+    labels_optional: bool = False,
 ) -> list[dict]:
     """Read a CSV (``delimiter=","``) or TSV (``"\\t"``) file whose first row names the columns."""
     path = os.fspath(path)
     _check_file(path)
     wanted = _wanted_columns(text_column, label_column, text_pair_column, label_kind)
-    examples = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}:1: expected a header row naming the columns")
-        header = [name.strip() for name in header]
-        positions = {}
-        for key, column in wanted:
-            if column not in header:
-                raise DataError(
-                    f"{path}:1: missing column {column!r} (for {key}); the header has columns {header}"
-                )
-            positions[key] = header.index(column)
-        for row in reader:
-            line = reader.line_num  # the last physical line of this record
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path}:{line}: expected {len(header)} columns {header}, got {len(row)}"
-                )
-            example = {}
-            for key, _ in wanted:
-                value = row[positions[key]]
-                example[key] = _convert_label(value, label_kind, f"{path}:{line}") if key == "label" else value
-            examples.append(example)
+        try:
+            examples = _delimited_rows(path, reader, wanted, label_kind, labels_optional)
+        except csv.Error as e:  # e.g. an unterminated quote or a field over csv.field_size_limit()
+            kind = "TSV" if delimiter == "\t" else "CSV"
+            raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
     if not examples:
         raise DataError(f"{path}: no examples (only a header)")
+    return examples
+
+
+def _delimited_rows(path: str, reader, wanted, label_kind: str, labels_optional: bool) -> list[dict]:
+    """Rows of an open csv.reader (header first) -> example dicts."""
+    examples = []
+    header = next(reader, None)
+    if not header:
+        raise DataError(f"{path}:1: expected a header row naming the columns")
+    header = [name.strip() for name in header]
+    if labels_optional:
+        wanted = [(key, column) for key, column in wanted if key != "label" or column in header]
+    positions = {}
+    for key, column in wanted:
+        if column not in header:
+            raise DataError(
+                f"{path}:1: missing column {column!r} (for {key}); the header has columns {header}"
+            )
+        positions[key] = header.index(column)
+    for row in reader:
+        line = reader.line_num  # the last physical line of this record
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        if len(row) != len(header):
+            raise DataError(
+                f"{path}:{line}: expected {len(header)} columns {header}, got {len(row)}"
+            )
+        example = {}
+        for key, _ in wanted:
+            value = row[positions[key]]
+            example[key] = _convert_label(value, label_kind, f"{path}:{line}") if key == "label" else value
+        examples.append(example)
     return examples
 
 
@@ -143,13 +158,14 @@ def read_jsonl(
     label_column: str = "label",
     text_pair_column: str = "",
     label_kind: str = LABEL_STRING,
+    labels_optional: bool = False,
 ) -> list[dict]:
     """Read a JSON Lines file: one JSON object per line; blank lines are skipped."""
     path = os.fspath(path)
     _check_file(path)
     wanted = _wanted_columns(text_column, label_column, text_pair_column, label_kind)
     examples = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -162,6 +178,8 @@ def read_jsonl(
                 raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
             example = {}
             for key, column in wanted:
+                if key == "label" and labels_optional and column not in record:
+                    continue
                 if column not in record:
                     raise DataError(f"{where}: missing key {column!r} (for {key}); the object has keys {sorted(record)}")
                 value = record[column]

@@ -150,7 +150,8 @@ def attention(
     if prefix_key is not None:
         if prefix_key.shape[0] != batch or prefix_key.shape[2:] != (num_heads, head_dim):
             raise ValueError(
-                f"attention: prefix keys have shape {prefix_key.shape}, expected (B={batch}, P, H={num_heads}, D={head_dim})"
+                f"attention: prefix keys have shape {prefix_key.shape}, "
+                f"expected (B={batch}, P, H={num_heads}, D={head_dim})"
             )
         prefix_len = prefix_key.shape[1]
         k = jnp.concatenate([prefix_key.astype(k.dtype), k], axis=1)

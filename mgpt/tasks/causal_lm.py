@@ -6,16 +6,32 @@ import math
 from typing import Mapping
 
 import jax.numpy as jnp
+import numpy as np
 
 from mgpt import losses
+
+IGNORE_INDEX = -100
+
+
+def perplexity(mean_nll: float) -> float:
+    """exp(mean NLL); exp overflows past ~709, and such a model has diverged anyway."""
+    return math.exp(mean_nll) if mean_nll < 700 else float("inf")
+
+
+def _is_sum_and_count(value) -> bool:
+    return isinstance(value, Mapping) or (
+        isinstance(value, (tuple, list)) and len(value) == 2 and all(np.ndim(v) == 0 for v in value)
+    )
 
 
 class CausalLM:
     """Task object for ``"causal_lm"``.
 
-    ``report`` takes the summed next-token NLL and the token count of a whole split, either as a
-    ``(sum, count)`` pair (what :meth:`loss` returns, added over batches) or a mapping with
-    ``"nll_sum"`` and ``"token_count"``; references and label names are unused.
+    :meth:`report` accepts either the summed next-token NLL and token count of a whole split
+    (a ``(sum, count)`` pair, what :meth:`loss` returns added over batches, or a mapping with
+    ``"nll_sum"`` and ``"token_count"``) -> ``{"loss", "perplexity", "num_tokens"}``; or the
+    arg-max predictions (N, T) and the unshifted labels (N, T) -> next-token accuracy. In the
+    second form :meth:`headline` derives perplexity from a ``"loss"`` the caller adds.
     """
 
     name = "causal_lm"
@@ -30,18 +46,38 @@ class CausalLM:
         """Arg-max next token at every position (B, T): position t predicts token t + 1."""
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
+    def decode(self, predictions, data, split):
+        return np.asarray(predictions)
+
+    def references(self, data, split):
+        """The unshifted labels (N, T) of ``split``."""
+        return np.asarray(data.splits[split]["labels"])
+
+    def describe(self, prediction, label_names=()):
+        return [int(t) for t in np.asarray(prediction).reshape(-1)]
+
     def report(self, predictions, references=None, label_names=()):
-        if isinstance(predictions, Mapping):
-            total, count = predictions["nll_sum"], predictions["token_count"]
-        else:
-            total, count = predictions
-        total, count = float(total), float(count)
-        if count <= 0:
-            raise ValueError("causal_lm report: no scored tokens (token count is 0)")
-        loss = total / count
-        # exp overflows past ~709; such a model is diverged anyway.
-        perplexity = math.exp(loss) if loss < 700 else float("inf")
-        return {"loss": loss, "perplexity": perplexity, "num_tokens": int(round(count))}
+        if _is_sum_and_count(predictions):
+            if isinstance(predictions, Mapping):
+                total, count = predictions["nll_sum"], predictions["token_count"]
+            else:
+                total, count = predictions
+            total, count = float(total), float(count)
+            if count <= 0:
+                raise ValueError("causal_lm report: no scored tokens (token count is 0)")
+            return {"loss": total / count, "perplexity": perplexity(total / count), "num_tokens": int(round(count))}
+        pred = np.asarray(predictions)[:, :-1]
+        target = np.asarray(references)[:, 1:]
+        scored = target != IGNORE_INDEX
+        num_tokens = int(scored.sum())
+        correct = int(np.sum((pred == target) & scored))
+        return {"token_accuracy": correct / num_tokens if num_tokens else 0.0, "num_tokens": num_tokens}
 
     def headline(self, report):
-        return {"loss": float(report["loss"]), "perplexity": float(report["perplexity"])}
+        out = {}
+        if "loss" in report:
+            out["loss"] = float(report["loss"])
+            out["perplexity"] = perplexity(out["loss"])
+        if "token_accuracy" in report:
+            out["token_accuracy"] = float(report["token_accuracy"])
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from mgpt import losses, metrics
 
@@ -26,6 +27,15 @@ class Regression:
 
     def predict(self, logits, batch):
         return _scores(logits).astype(jnp.float32)
+
+    def decode(self, predictions, data, split):
+        return np.asarray(predictions, dtype=np.float64).reshape(-1)
+
+    def references(self, data, split):
+        return data.references(split)
+
+    def describe(self, prediction, label_names=()):
+        return float(prediction)
 
     def report(self, predictions, references, label_names=()):
         """MSE / RMSE / MAE / Pearson / Spearman (see metrics.regression_report)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from mgpt import losses, metrics
 
@@ -21,6 +22,18 @@ class SequenceClassification:
     def predict(self, logits, batch):
         """Arg-max label ids (B,)."""
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def decode(self, predictions, data, split):
+        """Host predictions of a whole split -> what :meth:`report` takes (label ids (N,))."""
+        return np.asarray(predictions).astype(np.int64)
+
+    def references(self, data, split):
+        """Reference label ids (N,) of ``split`` from a DatasetBundle."""
+        return data.references(split)
+
+    def describe(self, prediction, label_names):
+        """One decoded prediction for a predictions file: the label name."""
+        return label_names[int(prediction)]
 
     def report(self, predictions, references, label_names):
         """sklearn report of predicted vs reference label ids (see metrics.classification_report)."""

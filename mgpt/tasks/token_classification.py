@@ -44,6 +44,17 @@ class TokenClassification:
     def predict(self, logits, batch):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
+    def decode(self, predictions, data, split):
+        """Sub-word tag ids (N, T) -> per-example word tags, via the bundle's word_index."""
+        return word_predictions(predictions, data.word_index[split], data.label_names, data.num_words[split])
+
+    def references(self, data, split):
+        """Per-example word tags (IOB2) as read from the file."""
+        return data.references(split)
+
+    def describe(self, prediction, label_names=()):
+        return list(prediction)
+
     def report(self, predictions, references, label_names=()):
         """seqeval entity report; ``predictions`` / ``references`` are per-example word tag lists
         (see :func:`word_predictions`)."""

@@ -34,6 +34,7 @@ def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]
     report["num_examples"] = int(len(predictions))
     scalars = dict(run.task.headline(report))
     scalars["loss"] = report["loss"]
+    report.update(scalars)  # derived scalars (e.g. perplexity from the loss) belong in the report too
     return report, scalars
 
 

@@ -130,28 +130,30 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     )
 
     progress = _progress(tc.progress_bar, start, steps)
-    window_tokens, window_start = 0.0, time.perf_counter()
+    window_tokens, window_steps, window_start = 0.0, 0, time.perf_counter()
     stopped_early = False
     for step in range(start, steps):
         host_batch = train_batches.batch_at(step)
         state, metrics = step_fn(state, parallel.shard_batch(host_batch, run.mesh))
         done = step + 1
+        window_steps += 1
+        window_tokens += float(np.sum(host_batch["attention_mask"] * host_batch["example_weight"][:, None]))
         if done % tc.log_every == 0 or done == steps:
-            metrics = jax.device_get(metrics)
-            window_tokens += float(metrics["tokens"])
+            metrics = jax.device_get(metrics)  # waits for the step: the timing below is real
             elapsed = time.perf_counter() - window_start
             values = {
                 "loss": metrics["loss"],
                 "grad_norm": metrics["grad_norm"],
                 "param_norm": metrics["param_norm"],
                 "tokens_per_second": window_tokens / max(elapsed, 1e-9),
+                "seconds_per_step": elapsed / window_steps,
                 "epoch": done / train_batches.steps_per_epoch,
                 # Which examples the last step saw: lets a resumed run be checked against a straight one.
                 "batch_fingerprint": batch_fingerprint(host_batch),
             }
             writer.write("train", done, values)
             progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
-            window_tokens, window_start = 0.0, time.perf_counter()
+            window_tokens, window_steps, window_start = 0.0, 0, time.perf_counter()
         progress.update(1)
         if done % eval_every == 0 or done == steps:
             headline = {}

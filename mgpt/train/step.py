@@ -83,7 +83,6 @@ def train_step(state: dict, batch: dict, *, model, task, optimizer: optax.Gradie
     metrics = {
         "loss": loss_sum / denominator,
         "count": count,
-        "tokens": jnp.sum(batch["attention_mask"] * batch["example_weight"][:, None]),
         "grad_norm": optax.tree.norm(grads),
         "param_norm": optax.tree.norm(params),
     }

@@ -1,0 +1,16 @@
+"""Model layer: GPT-2 and BERT backbones, task heads, Hugging Face checkpoint I/O."""
+
+from mgpt.models.heads import ModelSpec, TaskModel, build_model, make_spec
+from mgpt.models.hf import CheckpointError, LoadReport, load_pretrained, load_tokenizer, save_pretrained
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "ModelSpec",
+    "TaskModel",
+    "build_model",
+    "load_pretrained",
+    "load_tokenizer",
+    "make_spec",
+    "save_pretrained",
+]
