@@ -14,7 +14,9 @@ from mgpt.config import (CheckpointConfig, DataConfig, ExperimentConfig, ModelCo
                          TaskConfig, TrainConfig)
 from mgpt.known_models import minilm_path
 
-DATA = os.environ.get("MGPT_WNUT17_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wnut17"))
+DATA = os.environ.get(
+    "MGPT_WNUT17_DIR", os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wnut17"))
+)
 
 # Shared with the PyTorch reference script so both runs use identical settings.
 HYPERPARAMETERS = dict(learning_rate=5e-5, batch_size=32, num_epochs=3, max_length=128, warmup_ratio=0.1,

@@ -53,6 +53,7 @@ def _workdir_of(checkpoint: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
     try:
         config = _config(args)
     except config_lib.ConfigError as error:

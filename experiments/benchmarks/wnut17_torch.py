@@ -60,6 +60,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="bench_results/wnut17_torch.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch early (smoke test only)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -92,6 +93,8 @@ def main():
         model.train()
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, hp["batch_size"]):
+            if args.max_steps and start // hp["batch_size"] >= args.max_steps:
+                break
             index = order[start:start + hp["batch_size"]]
             tic = time.perf_counter()
             out = model(**{k: v[index] for k, v in train_inputs.items()}, labels=train_labels[index])

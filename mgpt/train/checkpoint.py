@@ -21,7 +21,7 @@ BEST_DIR = "best"
 
 def _manager(directory: str, max_to_keep: int, async_save: bool, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=not read_only, read_only=read_only
+        max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=not read_only
     )
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
