@@ -38,7 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="a run's workdir, or its best/ or checkpoints/ directory")
     predict.add_argument("--input", required=True, help="a file in the experiment's data format; labels optional")
     predict.add_argument("--output", required=True, help="JSONL file to write, one prediction per input example")
+
+    convert = sub.add_parser(
+        "convert", help="Hugging Face directory <-> Orbax checkpoint of mgpt params (direction from SRC's files)"
+    )
+    convert.add_argument("src", help="a Hugging Face directory (config.json + safetensors) or an mgpt Orbax one")
+    convert.add_argument("dst", help="the directory to write (must not exist, or be empty, for HF -> Orbax)")
+    convert.add_argument("--task", help="HF -> Orbax: task head, when config.json's architectures names none")
+    convert.add_argument("--num-labels", type=int, help="HF -> Orbax: label count, when it differs from config.json")
+    convert.add_argument("--param-dtype", default="float32", help="HF -> Orbax: stored dtype (float32, bfloat16)")
+    convert.add_argument("--max-shard-size", default="5GB", help="Orbax -> HF: safetensors shard size (default 5GB)")
     return parser
+
+
+def _convert(args) -> int:
+    from mgpt.models.convert import convert
+    from mgpt.models.safetensors_io import CheckpointError
+
+    try:
+        direction = convert(args.src, args.dst, task=args.task, num_labels=args.num_labels,
+                            param_dtype=args.param_dtype, max_shard_size=args.max_shard_size)
+    except (CheckpointError, ValueError) as error:
+        print(f"mgpt: convert: {error}", file=sys.stderr)
+        return 2
+    print(f"converted {args.src} -> {args.dst} ({direction})")
+    return 0
 
 
 def _config(args) -> config_lib.ExperimentConfig:
@@ -54,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
+    if args.command == "convert":  # no experiment file
+        return _convert(args)
     try:
         config = _config(args)
     except config_lib.ConfigError as error:

@@ -31,7 +31,7 @@ class ModelConfig:
 class DataConfig:
     """Where the examples come from and how they become token arrays."""
 
-    format: str = "csv"  # csv | tsv | jsonl | conll
+    format: str = "csv"  # csv | tsv | jsonl | conll | tfds
     train_file: str = ""
     validation_file: str = ""
     test_file: str = ""
@@ -44,13 +44,39 @@ class DataConfig:
     labels: tuple[str, ...] = ()  # fixed label order; empty means sorted labels seen in training
     max_length: int = 128  # tokens per example; longer inputs are truncated with a warning
     label_all_subwords: bool = False  # token classification: label every sub-word, not only the first
+    stride: int = 0  # token classification: > 0 reads long documents as windows overlapping by ~stride tokens
+    # Multi-label classification: labels in a file are "a|b" (split on this) or a JSON list.
+    label_delimiter: str = "|"
+    # TensorFlow Datasets (format="tfds"): text_column / text_pair_column / label_column name its features.
+    tfds_name: str = ""  # e.g. "glue/sst2", "conll2003", "cnn_dailymail", "wmt14_translate/de-en"
+    tfds_data_dir: str = ""  # where the data set is prepared; empty: TFDS's default (TFDS_DATA_DIR)
+    tfds_splits: dict = field(default_factory=dict)  # our split -> TFDS split, e.g. {"train": "train[:90%]"}
+    # Cleaning (counts by reason go to <workdir>/cleaning.json). Defaults change nothing.
+    normalize_text: bool = False  # Unicode NFKC, runs of spaces -> one space, runs with a newline -> "\n"
+    drop_empty: bool = False  # drop examples whose text (or pair, or target) is empty
+    drop_duplicates: bool = False  # drop repeats of an earlier example's input within a split
+    min_words: int = 0  # drop examples with fewer words (whitespace-separated); 0: no limit
+    max_words: int = 0  # drop examples with more words; 0: no limit
+    min_chars: int = 0  # drop examples with fewer characters; 0: no limit
+    max_chars: int = 0  # drop examples with more characters; 0: no limit
+    label_map: dict = field(default_factory=dict)  # rename labels/tags, e.g. {"0": "neg"}; to "" drops it
+    # Splitting one source: fractions of train carved out when that split has no file / TFDS split.
+    validation_ratio: float = 0.0
+    test_ratio: float = 0.0
+    split_seed: int = 0
+    stratify: bool = True  # single-label classification: keep label proportions in every split
+    # Causal LM: prompt from example fields, e.g. "Question: {question}\nAnswer:"; only the target is scored.
+    prompt_template: str = ""
+    target_column: str = ""  # the field holding the completion (takes the place of text_pair_column)
+    pack: bool = False  # causal LM: pack training examples into full rows (segment_ids / position_ids)
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     """The task head and its loss."""
 
-    kind: str = "sequence_classification"  # sequence_classification | token_classification | regression | causal_lm
+    # sequence_classification | multi_label_classification | token_classification | regression | causal_lm
+    kind: str = "sequence_classification"
     num_labels: int = 0  # 0 means: the number of labels found in the data
 
 
@@ -97,6 +123,11 @@ class ParallelConfig:
 
     mesh: tuple[tuple[str, int], ...] = (("data", -1),)  # -1 takes the remaining devices
     num_devices: int = 0  # 0: all visible devices; otherwise the first N
+    mode: str = "jit"  # jit: one program over the mesh | pmap: plain data parallelism with jax.pmap
+    distributed: bool = False  # multi-host: call jax.distributed.initialize() (auto-detects TPU pods, SLURM, ...)
+    coordinator_address: str = ""  # host:port of process 0, when not auto-detected
+    num_processes: int = 0
+    process_id: int = -1
 
 
 @dataclass(frozen=True)

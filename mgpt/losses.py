@@ -56,6 +56,19 @@ def mse(pred, target, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
     return jnp.sum(jnp.where(w > 0, w * jnp.square(pred - target), 0.0)), jnp.sum(w)
 
 
+def sigmoid_binary_cross_entropy(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Multi-label loss: ``logits`` (B, C) against multi-hot float ``labels`` (B, C).
+
+    Each example's loss is its binary cross-entropy summed over the C labels; the count is the
+    number of (weighted) examples, so the trainer's mean is per example, not per label.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    labels = jnp.asarray(labels, jnp.float32)
+    per_example = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1)
+    w = _row_weights(weights, per_example.shape)
+    return jnp.sum(jnp.where(w > 0, per_example * w, 0.0)), jnp.sum(w)
+
+
 def negative_log_likelihood(log_probs, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """NLL of integer ``labels`` under already-normalised ``log_probs`` (..., C); -100 ignored."""
     labels = jnp.asarray(labels)

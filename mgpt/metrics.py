@@ -121,3 +121,36 @@ def regression_report(predictions, references) -> dict:
             "num_examples": int(pred.size),
         }
     )
+
+
+def multi_label_report(pred, ref, label_names: Sequence[str]) -> dict:
+    """Multi-label scores from multi-hot (N, C) predictions and references: subset accuracy (every
+    label of an example right), micro / macro / weighted / samples F1, Hamming loss, and
+    per-label precision / recall / F1 / support (scikit-learn)."""
+    from sklearn import metrics as skm
+
+    pred = np.asarray(pred).astype(np.int64)
+    ref = np.asarray(ref).astype(np.int64)
+    if pred.shape != ref.shape or pred.ndim != 2:
+        raise ValueError(f"predictions {pred.shape} and references {ref.shape} must both be (N, num_labels)")
+    if pred.shape[1] != len(label_names):
+        raise ValueError(f"{pred.shape[1]} label columns but {len(label_names)} label names")
+    ids = list(range(len(label_names)))
+    report = skm.classification_report(
+        ref, pred, labels=ids, target_names=list(label_names), output_dict=True, zero_division=0
+    )
+    f1 = {avg: skm.f1_score(ref, pred, labels=ids, average=avg, zero_division=0)
+          for avg in ("micro", "macro", "weighted", "samples")}
+    return _plain(
+        {
+            "subset_accuracy": skm.accuracy_score(ref, pred),
+            "micro_f1": f1["micro"],
+            "macro_f1": f1["macro"],
+            "weighted_f1": f1["weighted"],
+            "samples_f1": f1["samples"],
+            "hamming_loss": skm.hamming_loss(ref, pred),
+            "per_label": {name: _rename_f1(report[name]) for name in label_names},
+            "labels": list(label_names),
+            "num_examples": len(ref),
+        }
+    )

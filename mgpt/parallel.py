@@ -56,13 +56,57 @@ def data_parallel_size(mesh: Mesh) -> int:
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Place a host batch on the mesh, split along the batch axis."""
+    """Place a batch on the mesh, split along the batch axis.
+
+    In a multi-host run ``batch`` holds only this process's rows (see ``Batches.batch_at``); the
+    global array is assembled from every process's slice without any host reading another's rows.
+    """
     size = data_parallel_size(mesh)
+    processes = jax.process_count()
     for key, value in batch.items():
-        if value.shape[0] % size:
+        if (value.shape[0] * processes) % size:
             raise ConfigError(
-                f"batch axis of {key!r} has {value.shape[0]} rows, not divisible by the {size} data-parallel devices; "
-                "choose train.batch_size / train.eval_batch_size as a multiple of it"
+                f"batch axis of {key!r} has {value.shape[0] * processes} rows, not divisible by the {size} "
+                "data-parallel devices; choose train.batch_size / train.eval_batch_size as a multiple of it"
             )
     sharding = batch_sharding(mesh)
-    return {key: jax.device_put(value, sharding) for key, value in batch.items()}
+    if processes == 1:
+        return {key: jax.device_put(value, sharding) for key, value in batch.items()}
+    return {
+        key: jax.make_array_from_process_local_data(sharding, value, (value.shape[0] * processes, *value.shape[1:]))
+        for key, value in batch.items()
+    }
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copies of (possibly multi-host) arrays: replicated ones read locally, sharded ones all-gathered."""
+    from jax.experimental import multihost_utils
+
+    def fetch(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable:
+            return jax.device_get(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return multihost_utils.process_allgather(x, tiled=True)
+
+    return jax.tree_util.tree_map(fetch, tree)
+
+
+def initialize_distributed(cfg: ParallelConfig) -> None:
+    """Join a multi-host run through JAX's own runtime (``jax.distributed.initialize``).
+
+    With no address given, JAX detects the cluster (Cloud TPU pods, SLURM, Open MPI, ...); the
+    ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` variables work too.
+    """
+    if not cfg.distributed:
+        return
+    kwargs = {}
+    if cfg.coordinator_address:
+        kwargs["coordinator_address"] = cfg.coordinator_address
+    if cfg.num_processes:
+        kwargs["num_processes"] = cfg.num_processes
+    if cfg.process_id >= 0:
+        kwargs["process_id"] = cfg.process_id
+    # CPU processes need a collectives implementation to talk to each other (GPUs and TPUs ignore it).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)

@@ -57,32 +57,48 @@ class Batches:
             self._cached_epoch = epoch
         return self._cached_order
 
-    def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Gather rows ``indices`` and pad to ``batch_size`` with weight-0 copies of the first row."""
+    def take(self, indices: np.ndarray, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+        """Gather rows ``indices``, padded to ``batch_size`` with weight-0 copies of the first row.
+
+        With ``process_count`` > 1 only this process's contiguous slice of the padded batch is
+        gathered: each host of a multi-host run reads just its own rows.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        missing = self.batch_size - len(indices)
+        real = len(indices)
+        missing = self.batch_size - real
         padded = np.concatenate([indices, np.full((missing,), indices[0], dtype=np.int64)]) if missing else indices
-        batch = {key: value[padded] for key, value in self.arrays.items()}
-        if missing:
+        if self.batch_size % process_count:
+            raise DataError(f"batch_size {self.batch_size} is not divisible by the {process_count} processes")
+        per_process = self.batch_size // process_count
+        lo = process_index * per_process
+        rows = slice(lo, lo + per_process)
+        batch = {key: value[padded[rows]] for key, value in self.arrays.items()}
+        is_padding = np.arange(self.batch_size)[rows] >= real
+        if is_padding.any():
             weight = batch["example_weight"].astype(np.float32, copy=True)
-            weight[len(indices):] = 0.0
+            weight[is_padding] = 0.0
             batch["example_weight"] = weight
             labels = batch.get("labels")
             if labels is not None and np.issubdtype(labels.dtype, np.integer):
                 labels = labels.copy()
-                labels[len(indices):] = IGNORE_INDEX
+                labels[is_padding] = IGNORE_INDEX
                 batch["labels"] = labels
         return batch
 
-    def batch_at(self, step: int) -> dict[str, np.ndarray]:
-        """The batch of global training step ``step`` (any non-negative int, across epochs)."""
+    def batch_at(self, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+        """The batch of global training step ``step`` (any non-negative int, across epochs).
+
+        In a multi-host run, pass ``jax.process_index()`` and ``jax.process_count()`` to get only
+        this process's rows of that global batch.
+        """
         if step < 0:
             raise ValueError(f"step must be non-negative, got {step}")
         epoch, within = divmod(int(step), self.steps_per_epoch)
         start = within * self.batch_size
-        return self.take(self.order(epoch)[start : start + self.batch_size])
+        return self.take(self.order(epoch)[start : start + self.batch_size], process_index, process_count)
 
-    def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(self, process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """All examples once, in file order; the last batch is padded like in training."""
         for start in range(0, self.num_examples, self.batch_size):
-            yield self.take(np.arange(start, min(start + self.batch_size, self.num_examples)))
+            indices = np.arange(start, min(start + self.batch_size, self.num_examples))
+            yield self.take(indices, process_index, process_count)

@@ -149,10 +149,16 @@ def read_conll(
     flush()
     if not sentences:
         raise DataError(f"{path}: no sentences (only blank or -DOCSTART- lines)")
+    return normalise_tags(sentences, path)
+
+
+def normalise_tags(sentences: list[dict], source: str) -> list[dict]:
+    """Detect the tag scheme of ``sentences`` (dicts with optional ``"tags"``) and convert them,
+    in place, to IOB2; ``source`` names where they came from in the log."""
     tagged = [s for s in sentences if "tags" in s]
     scheme = detect_scheme([s["tags"] for s in tagged])
     if scheme != "IOB2":
-        logger.info("%s: converting %s tags to IOB2", path, scheme)
+        logger.info("%s: converting %s tags to IOB2", source, scheme)
     for sentence in tagged:
         sentence["tags"] = to_iob2(sentence["tags"], scheme)
     return sentences

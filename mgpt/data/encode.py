@@ -30,9 +30,12 @@ class Encoded:
     word_index: Optional[np.ndarray] = None  # token classification: (N, max_words) first sub-word per word, -1 = none
     num_words: Optional[np.ndarray] = None  # token classification: (N,) words per example
     words_lost: int = 0  # token classification: words cut off by truncation (predicted "O")
+    row_example: Optional[np.ndarray] = None  # sliding windows: (N_rows,) the example each row comes from
+    word_offset: Optional[np.ndarray] = None  # sliding windows: (N_rows,) the example's word at row word 0
 
 
-def _pad_id(tokenizer) -> int:
+def pad_id(tokenizer) -> int:
+    """The id that fills padding: the pad token, else end-of-text, else 0 (masked out anyway)."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
             return int(candidate)
@@ -50,7 +53,7 @@ def _fill(rows: Sequence[Sequence[int]], max_length: int, value: int) -> np.ndar
 def _base_arrays(batch, tokenizer, max_length: int) -> dict[str, np.ndarray]:
     """input_ids / attention_mask / token_type_ids (if returned) from a tokenizer output."""
     arrays = {
-        "input_ids": _fill(batch["input_ids"], max_length, _pad_id(tokenizer)),
+        "input_ids": _fill(batch["input_ids"], max_length, pad_id(tokenizer)),
         "attention_mask": _fill(batch["attention_mask"], max_length, 0),
     }
     if "token_type_ids" in batch:
@@ -90,12 +93,15 @@ def encode_sequences(
     *,
     label_to_id: Optional[Mapping[str, int]] = None,
     regression: bool = False,
+    multi_label: bool = False,
     where: str = "",
 ) -> Encoded:
-    """Sequence classification (int32 ``labels`` via ``label_to_id``) or regression (float32 labels).
+    """Sequence classification (int32 ``labels`` via ``label_to_id``), regression (float32 labels)
+    or multi-label classification (``multi_label``: float32 multi-hot (N, C) from label lists).
 
     Examples with a ``"text_pair"`` are encoded as sentence pairs; long pairs are truncated
-    longest-first. Examples without a ``"label"`` get -100 (0.0 for regression).
+    longest-first. Examples without a ``"label"`` get -100 (0.0 for regression, no label set
+    for multi-label).
     """
     if not examples:
         raise DataError(f"{where or 'data'}: no examples to encode")
@@ -107,6 +113,12 @@ def encode_sequences(
     # (whose loss on such a split means nothing and is not reported).
     if regression:
         arrays["labels"] = np.asarray([float(e.get("label", 0.0)) for e in examples], dtype=np.float32)
+    elif multi_label:
+        hot = np.zeros((len(examples), len(label_to_id)), dtype=np.float32)
+        for i, example in enumerate(examples):
+            for label in example.get("label", ()):
+                hot[i, _lookup(label_to_id, label, where)] = 1.0
+        arrays["labels"] = hot
     elif label_to_id is not None:
         arrays["labels"] = np.asarray(
             [_lookup(label_to_id, e["label"], where) if "label" in e else IGNORE_INDEX for e in examples],
@@ -130,6 +142,7 @@ def encode_tokens(
     *,
     label_all_subwords: bool = False,
     where: str = "",
+    owned: Optional[Sequence[Sequence[bool]]] = None,
 ) -> Encoded:
     """Token classification over pre-split words (``{"tokens", "tags"}`` examples).
 
@@ -137,6 +150,8 @@ def encode_tokens(
     get -100, unless ``label_all_subwords`` (then every sub-word is labelled, B-X becoming I-X
     after the first). ``word_index[i, w]`` is the position of word ``w``'s first sub-word, or -1
     when truncation (or a tokenizer that yields no pieces) removed it; such words are predicted "O".
+    ``owned[i][w]`` False (sliding windows: another window predicts that word) leaves word ``w``
+    of example ``i`` unlabelled and out of ``word_index``.
     """
     if not examples:
         raise DataError(f"{where or 'data'}: no examples to encode")
@@ -154,21 +169,24 @@ def encode_tokens(
         tags = example.get("tags")  # absent in files to predict on: labels stay -100
         if tags is not None and len(tags) != len(example["tokens"]):
             raise DataError(f"{where or 'data'}: example {i} has {len(example['tokens'])} tokens but {len(tags)} tags")
+        mine = np.ones(num_words[i], dtype=bool) if owned is None else np.asarray(owned[i], dtype=bool)
+        first = np.full(num_words[i], -1, dtype=np.int32)  # every word's first sub-word, owned or not
         previous = None
         for position, word in enumerate(batch.word_ids(i)):
             if word is None:
                 previous = None
                 continue
             if word != previous:
-                word_index[i, word] = position
-                if tags is not None:
+                first[word] = position
+                if tags is not None and mine[word]:
                     labels[i, position] = _lookup(label_to_id, tags[word], where)
-            elif label_all_subwords and tags is not None:
+            elif label_all_subwords and tags is not None and mine[word]:
                 labels[i, position] = _lookup(label_to_id, _inside(tags[word]), where)
             previous = word
-        seen = word_index[i, : num_words[i]] >= 0
+        word_index[i, : num_words[i]] = np.where(mine, first, -1)
+        seen = first >= 0
         last_seen = int(np.max(np.nonzero(seen)[0])) if seen.any() else -1
-        missing = np.nonzero(~seen)[0]
+        missing = np.nonzero(~seen & mine)[0]
         cut = int(np.sum(missing > last_seen)) if batch.encodings[i].overflowing else 0
         words_lost += cut
         words_empty += len(missing) - cut
@@ -225,7 +243,7 @@ def encode_causal_lm(examples: Sequence[dict], tokenizer, max_length: int, *, wh
         rows.append(ids[:max_length])
         label_rows.append(scored[:max_length])
     arrays = {
-        "input_ids": _fill(rows, max_length, _pad_id(tokenizer)),
+        "input_ids": _fill(rows, max_length, pad_id(tokenizer)),
         "attention_mask": _fill([[1] * len(r) for r in rows], max_length, 0),
         "labels": _fill(label_rows, max_length, IGNORE_INDEX),
     }

@@ -17,6 +17,7 @@ from typing import Any
 LABEL_STRING = "string"  # classification: labels are kept verbatim as strings
 LABEL_FLOAT = "float"  # regression: labels must parse as finite numbers
 LABEL_NONE = "none"  # causal LM: no label column is read
+LABEL_MULTI = "multi"  # multi-label: a list of strings, from "a|b" (see label_delimiter) or a JSON list
 
 FORMATS = ("csv", "tsv", "jsonl")
 
@@ -33,19 +34,23 @@ def read_examples(
     text_pair_column: str = "",
     label_kind: str = LABEL_STRING,
     labels_optional: bool = False,
+    label_delimiter: str = "|",
 ) -> list[dict]:
     """Read a CSV, TSV or JSONL file into ``{"text", "text_pair"?, "label"?}`` dicts.
 
-    ``label_kind`` is ``"string"`` (classification), ``"float"`` (regression) or ``"none"``
-    (no labels, e.g. causal language modelling). With ``labels_optional`` (files to predict on)
-    a missing label column (CSV/TSV) or key (JSONL) leaves examples without ``"label"``.
+    ``label_kind`` is ``"string"`` (classification), ``"float"`` (regression), ``"multi"``
+    (multi-label: a list of strings, written ``"a|b"`` with ``label_delimiter`` or as a JSON
+    list) or ``"none"`` (no labels, e.g. causal language modelling). With ``labels_optional``
+    (files to predict on) a missing label column (CSV/TSV) or key (JSONL) leaves examples
+    without ``"label"``.
     """
+    args = (text_column, label_column, text_pair_column, label_kind, labels_optional, label_delimiter)
     if fmt == "csv":
-        return read_delimited(path, ",", text_column, label_column, text_pair_column, label_kind, labels_optional)
+        return read_delimited(path, ",", *args)
     if fmt == "tsv":
-        return read_delimited(path, "\t", text_column, label_column, text_pair_column, label_kind, labels_optional)
+        return read_delimited(path, "\t", *args)
     if fmt == "jsonl":
-        return read_jsonl(path, text_column, label_column, text_pair_column, label_kind, labels_optional)
+        return read_jsonl(path, *args)
     raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)} (or conll)")
 
 
@@ -65,7 +70,32 @@ def _wanted_columns(text_column: str, label_column: str, text_pair_column: str, 
     return wanted
 
 
-def _convert_label(value: Any, label_kind: str, where: str) -> Any:
+def _multi_label(value: Any, delimiter: str, where: str) -> list[str]:
+    """A multi-label value -> list of label strings; an empty string or list is the empty set."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: multi-label value {value!r} looks like JSON but is not ({e.msg})") from None
+    if isinstance(value, str):
+        value = value.split(delimiter) if delimiter else [value]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    labels = []
+    for item in value:
+        if isinstance(item, (dict, list)) or item is None:
+            raise DataError(f"{where}: a multi-label entry must be a string or number, got {item!r}")
+        text = str(int(item) if isinstance(item, float) and item.is_integer() else item).strip()
+        if text and text not in labels:
+            labels.append(text)
+    return labels
+
+
+def convert_label(value: Any, label_kind: str, where: str, delimiter: str = "|") -> Any:
+    """A raw label value -> a float (regression), a string (classification) or a list of strings
+    (multi-label, split on ``delimiter``); a bad value fails naming ``where``."""
+    if label_kind == LABEL_MULTI:
+        return _multi_label(value, delimiter, where)
     if label_kind == LABEL_FLOAT:
         if isinstance(value, bool):  # bool is an int subclass; True is not a regression target
             raise DataError(f"{where}: regression label {value!r} is not a number")
@@ -94,6 +124,7 @@ def read_delimited(
     text_pair_column: str = "",
     label_kind: str = LABEL_STRING,
     labels_optional: bool = False,
+    label_delimiter: str = "|",
 ) -> list[dict]:
     """Read a CSV (``delimiter=","``) or TSV (``"\\t"``) file whose first row names the columns."""
     path = os.fspath(path)
@@ -102,7 +133,7 @@ def read_delimited(
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
-            examples = _delimited_rows(path, reader, wanted, label_kind, labels_optional)
+            examples = _delimited_rows(path, reader, wanted, label_kind, labels_optional, label_delimiter)
         except csv.Error as e:  # e.g. an unterminated quote or a field over csv.field_size_limit()
             kind = "TSV" if delimiter == "\t" else "CSV"
             raise DataError(f"{path}:{reader.line_num}: malformed {kind} ({e})") from None
@@ -111,7 +142,8 @@ def read_delimited(
     return examples
 
 
-def _delimited_rows(path: str, reader, wanted, label_kind: str, labels_optional: bool) -> list[dict]:
+def _delimited_rows(path: str, reader, wanted, label_kind: str, labels_optional: bool,
+                    label_delimiter: str) -> list[dict]:
     """Rows of an open csv.reader (header first) -> example dicts."""
     examples = []
     header = next(reader, None)
@@ -138,7 +170,8 @@ def _delimited_rows(path: str, reader, wanted, label_kind: str, labels_optional:
         example = {}
         for key, _ in wanted:
             value = row[positions[key]]
-            example[key] = _convert_label(value, label_kind, f"{path}:{line}") if key == "label" else value
+            where = f"{path}:{line}"
+            example[key] = convert_label(value, label_kind, where, label_delimiter) if key == "label" else value
         examples.append(example)
     return examples
 
@@ -159,6 +192,7 @@ def read_jsonl(
     text_pair_column: str = "",
     label_kind: str = LABEL_STRING,
     labels_optional: bool = False,
+    label_delimiter: str = "|",
 ) -> list[dict]:
     """Read a JSON Lines file: one JSON object per line; blank lines are skipped."""
     path = os.fspath(path)
@@ -184,7 +218,7 @@ def read_jsonl(
                     raise DataError(f"{where}: missing key {column!r} (for {key}); the object has keys {sorted(record)}")
                 value = record[column]
                 if key == "label":
-                    example[key] = _convert_label(value, label_kind, where)
+                    example[key] = convert_label(value, label_kind, where, label_delimiter)
                 else:
                     example[key] = _text_value(value, column, where)
             examples.append(example)
@@ -193,10 +227,53 @@ def read_jsonl(
     return examples
 
 
+def read_records(path: str | os.PathLike, fmt: str) -> list[tuple[str, dict]]:
+    """Every field of every row: ``[(where, {column: value}), ...]`` with ``where`` = "file:line".
+
+    For prompt templates, which may name any column. CSV / TSV values are strings; JSONL values
+    are whatever the JSON holds.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    records = []
+    if fmt in ("csv", "tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+            header = [name.strip() for name in next(reader, None) or []]
+            if not header:
+                raise DataError(f"{path}:1: expected a header row naming the columns")
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != len(header):
+                    where = f"{path}:{reader.line_num}"
+                    raise DataError(f"{where}: expected {len(header)} columns {header}, got {len(row)}")
+                records.append((f"{path}:{reader.line_num}", dict(zip(header, row))))
+    elif fmt == "jsonl":
+        with open(path, encoding="utf-8-sig") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{line_number}: expected one JSON object per line ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+                records.append((f"{path}:{line_number}", record))
+    else:
+        raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if not records:
+        raise DataError(f"{path}: no examples")
+    return records
+
+
 def label_kind_for(task_kind: str) -> str:
     """Which label kind a task reads from a file."""
     if task_kind == "regression":
         return LABEL_FLOAT
+    if task_kind == "multi_label_classification":
+        return LABEL_MULTI
     if task_kind == "causal_lm":
         return LABEL_NONE
     return LABEL_STRING

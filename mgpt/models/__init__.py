@@ -1,4 +1,4 @@
-"""Model layer: GPT-2 and BERT backbones, task heads, Hugging Face checkpoint I/O."""
+"""Model layer: GPT-2, BERT/RoBERTa/DistilBERT and Llama-family backbones, task heads, Hugging Face checkpoint I/O."""
 
 from mgpt.models.heads import ModelSpec, TaskModel, build_model, make_spec
 from mgpt.models.hf import CheckpointError, LoadReport, load_pretrained, load_tokenizer, save_pretrained

@@ -7,7 +7,8 @@ Masking is expressed as a boolean ``(B, 1, T, S')`` array built from three indep
 * ``key_mask`` ``(B, S)``: which keys are real tokens (the batch's ``attention_mask``);
 * ``causal``: query at position ``p`` may only see keys at positions ``<= p``. Positions default to
   ``arange`` and are *bottom-right aligned* when ``S > T`` (the queries are the last ``T`` keys), which is
-  what a decode step over a cache needs; pass ``q_positions`` / ``kv_positions`` to override;
+  what a decode step over a cache needs; pass ``q_positions`` / ``kv_positions`` to override. With a
+  ``sliding_window`` ``W`` the query also sees only keys at positions ``> p - W`` (Mistral);
 * prefix keys/values ``(B, P, H, D)`` (prefix tuning): prepended to every query's view, never causally
   masked, optionally with their own ``prefix_mask`` ``(B, P)``.
 
@@ -82,6 +83,7 @@ def attention_mask_4d(
     kv_positions: Optional[Array] = None,
     prefix_mask: Optional[Array] = None,
     prefix_len: int = 0,
+    sliding_window: Optional[int] = None,
 ) -> Array:
     """The boolean ``(B, 1, T, P + S)`` mask (True = may attend) described in the module docstring."""
     if key_mask is None:
@@ -98,6 +100,8 @@ def attention_mask_4d(
         qp = qp[None, :] if qp.ndim == 1 else qp  # (B|1, T)
         kp = kp[None, :] if kp.ndim == 1 else kp  # (B|1, S)
         causal_ok = kp[:, None, None, :] <= qp[:, None, :, None]  # (B|1, 1, T, S)
+        if sliding_window is not None:
+            causal_ok = jnp.logical_and(causal_ok, kp[:, None, None, :] > qp[:, None, :, None] - sliding_window)
         allowed = jnp.logical_and(allowed, causal_ok)
     allowed = jnp.broadcast_to(allowed, (batch, 1, q_len, kv_len))
     if prefix_len:
@@ -116,6 +120,7 @@ def attention(
     key_mask: Optional[Array] = None,
     *,
     causal: bool = False,
+    sliding_window: Optional[int] = None,
     prefix_key: Optional[Array] = None,
     prefix_value: Optional[Array] = None,
     prefix_mask: Optional[Array] = None,
@@ -134,6 +139,7 @@ def attention(
       k, v: keys and values ``(B, S, H, D)`` (self-attention: ``S == T``; decode: the whole cache).
       key_mask: ``(B, S)``, 1/True for real keys; None means all keys are real.
       causal: apply the causal mask by position (see module docstring for the alignment rule).
+      sliding_window: with ``causal``, each query sees only the last ``sliding_window`` positions (itself included).
       prefix_key, prefix_value: optional ``(B, P, H, D)`` prepended keys/values (prefix tuning), always
         visible to every query; ``prefix_mask`` ``(B, P)`` can hide some of them.
       q_positions, kv_positions: ``(T,)``/``(B, T)`` and ``(S,)``/``(B, S)`` positions for the causal mask.
@@ -166,6 +172,7 @@ def attention(
         kv_positions=kv_positions,
         prefix_mask=prefix_mask,
         prefix_len=prefix_len,
+        sliding_window=sliding_window,
     )
     if scale is None:
         scale = head_dim**-0.5

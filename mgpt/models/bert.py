@@ -1,5 +1,10 @@
 """BERT encoder backbone in Flax Linen, laid out like Hugging Face's ``BertModel`` (covers MiniLM checkpoints).
 
+RoBERTa and DistilBERT run on the same layers (:meth:`BertArch.from_roberta`, :meth:`BertArch.from_distilbert`):
+RoBERTa differs only in its position ids (from ``padding_idx + 1``, skipping padding), DistilBERT has no token
+types and no dropout after the attention output projection. Their checkpoints map onto this layout by name
+(see :mod:`mgpt.models.mappings`).
+
 Param tree (under the task model's ``"backbone"``)::
 
     embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding
@@ -42,6 +47,9 @@ class BertArch:
     attention_dropout: float
     classifier_dropout: float
     initializer_range: float
+    position_padding_idx: Optional[int] = None  # RoBERTa: positions count from padding_idx + 1
+    sequence_classifier_dropout: Optional[float] = None  # DistilBERT's seq_classif_dropout
+    attention_output_dropout: bool = True  # DistilBERT has none after out_lin
 
     @classmethod
     def from_hf(cls, config, dropout: Optional[float] = None) -> "BertArch":
@@ -81,6 +89,43 @@ class BertArch:
             **{k: float(v) for k, v in rates.items()},
         )
 
+    @classmethod
+    def from_roberta(cls, config, dropout: Optional[float] = None) -> "BertArch":
+        """Read a ``RobertaConfig`` (BERT's fields, plus position ids offset by ``pad_token_id``)."""
+        if config.pad_token_id is None:
+            raise ValueError("RoBERTa config: pad_token_id is needed to build position ids")
+        return dataclasses.replace(cls.from_hf(config, dropout), position_padding_idx=int(config.pad_token_id))
+
+    @classmethod
+    def from_distilbert(cls, config, dropout: Optional[float] = None) -> "BertArch":
+        """Read a ``DistilBertConfig``; sinusoidal position embeddings (frozen in PyTorch) are refused."""
+        if getattr(config, "sinusoidal_pos_embds", False):
+            raise ValueError(
+                "DistilBERT config: sinusoidal_pos_embds=True is not supported by mgpt (the table is frozen in "
+                "PyTorch and would be trained here); use a checkpoint with learned position embeddings"
+            )
+        if config.dim % config.n_heads:
+            raise ValueError(f"DistilBERT config: dim={config.dim} is not divisible by n_heads={config.n_heads}")
+        activation_fn(config.activation)
+        rates = dict(hidden_dropout=config.dropout, attention_dropout=config.attention_dropout,
+                     classifier_dropout=config.dropout, sequence_classifier_dropout=config.seq_classif_dropout)
+        if dropout is not None:
+            rates = {name: float(dropout) for name in rates}
+        return cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.dim,
+            num_layers=config.n_layers,
+            num_heads=config.n_heads,
+            intermediate_size=config.hidden_dim,
+            activation=config.activation,
+            layer_norm_eps=1e-12,  # hard-coded in DistilBERT
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=0,
+            initializer_range=config.initializer_range,
+            attention_output_dropout=False,
+            **{k: float(v) for k, v in rates.items()},
+        )
+
 
 def _dense(features: int, arch: BertArch, dtype, name: str) -> nn.Dense:
     return nn.Dense(
@@ -114,7 +159,8 @@ class BertEmbeddings(nn.Module):
         else:
             word.embedding  # noqa: B018 -- still create the table so the param tree is the same either way
         x = inputs_embeds.astype(self.dtype)
-        x = x + embed(arch.type_vocab_size, "token_type_embeddings")(token_type_ids)
+        if arch.type_vocab_size:  # DistilBERT has no token types
+            x = x + embed(arch.type_vocab_size, "token_type_embeddings")(token_type_ids)
         x = x + embed(arch.max_position_embeddings, "position_embeddings")(position_ids)
         x = _layer_norm(arch, self.dtype, "LayerNorm")(x)
         return nn.Dropout(arch.hidden_dropout)(x, deterministic=deterministic)
@@ -156,11 +202,13 @@ class BertAddNorm(nn.Module):
 
     arch: BertArch
     dtype: Any = jnp.float32
+    dropout: bool = True
 
     @nn.compact
     def __call__(self, x, residual, deterministic: bool):
         h = _dense(self.arch.hidden_size, self.arch, self.dtype, "dense")(x)
-        h = nn.Dropout(self.arch.hidden_dropout)(h, deterministic=deterministic)
+        if self.dropout:
+            h = nn.Dropout(self.arch.hidden_dropout)(h, deterministic=deterministic)
         return _layer_norm(self.arch, self.dtype, "LayerNorm")(h + residual)
 
 
@@ -171,7 +219,8 @@ class BertAttention(nn.Module):
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
         h = BertSelfAttention(self.arch, self.dtype, name="self")(x, key_mask, deterministic, prefix_kv)
-        return BertAddNorm(self.arch, self.dtype, name="output")(h, x, deterministic)
+        add_norm = BertAddNorm(self.arch, self.dtype, self.arch.attention_output_dropout, name="output")
+        return add_norm(h, x, deterministic)
 
 
 class BertIntermediate(nn.Module):
@@ -219,6 +268,17 @@ class BertPooler(nn.Module):
         return jnp.tanh(_dense(self.arch.hidden_size, self.arch, self.dtype, "dense")(hidden[:, 0]))
 
 
+def encoder_positions(input_ids, length: int, padding_idx: Optional[int]):
+    """``0..T-1`` (BERT); RoBERTa: ``padding_idx + 1 + index`` over non-padding ids and ``padding_idx`` on
+    padding, as transformers' ``create_position_ids_from_input_ids`` (sequential without ``input_ids``)."""
+    if padding_idx is None:
+        return jnp.arange(length)[None, :]
+    if input_ids is None:
+        return jnp.arange(padding_idx + 1, padding_idx + 1 + length)[None, :]
+    real = (input_ids != padding_idx).astype(jnp.int32)
+    return jnp.cumsum(real, axis=-1) * real + padding_idx
+
+
 class BertBackbone(nn.Module):
     """BERT encoder: embeddings + LayerNorm, ``num_layers`` post-LN layers, optional pooler (dense+tanh on [CLS])."""
 
@@ -241,7 +301,8 @@ class BertBackbone(nn.Module):
         """Run the encoder.
 
         ``input_ids`` ``(B, T)`` or ``inputs_embeds`` ``(B, T, E)`` (exactly one); ``attention_mask`` ``(B, T)``
-        (1 = real); ``token_type_ids`` default to zeros; ``position_ids`` default to ``0..T-1``.
+        (1 = real); ``token_type_ids`` default to zeros; ``position_ids`` default to ``0..T-1`` (RoBERTa:
+        see :func:`encoder_positions`).
         ``prefix_key_values``: optional per-layer ``(key, value)`` pairs of shape ``(B, P, H, D)``.
         """
         arch = self.arch
@@ -249,11 +310,13 @@ class BertBackbone(nn.Module):
             raise ValueError("BERT: pass exactly one of input_ids and inputs_embeds")
         batch, length = (input_ids.shape if input_ids is not None else inputs_embeds.shape[:2])
         if position_ids is None:
-            if length > arch.max_position_embeddings:
+            offset = 0 if arch.position_padding_idx is None else arch.position_padding_idx + 1
+            if length + offset > arch.max_position_embeddings:
                 raise ValueError(
-                    f"BERT: sequence length {length} exceeds max_position_embeddings={arch.max_position_embeddings}"
+                    f"BERT: sequence length {length} (+ position offset {offset}) exceeds "
+                    f"max_position_embeddings={arch.max_position_embeddings}"
                 )
-            position_ids = jnp.arange(length)[None, :]
+            position_ids = encoder_positions(input_ids, length, arch.position_padding_idx)
         if token_type_ids is None:
             token_type_ids = jnp.zeros((batch, length), jnp.int32)
         if prefix_key_values is not None and len(prefix_key_values) != arch.num_layers:

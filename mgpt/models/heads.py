@@ -1,106 +1,30 @@
-"""Task heads and the top-level :class:`TaskModel` (backbone + head), plus the frozen :class:`ModelSpec`.
+"""Task heads and the top-level :class:`TaskModel` (backbone + head).
 
 Param tree of a task model::
 
     {"backbone": {...family layout...}, "head": {...}}
 
-    decoder sequence classification / regression:  head/score/kernel (E, C)          (no bias, as GPT-2's `score`)
-    encoder sequence classification / regression:  head/classifier/{kernel, bias}   (+ backbone/pooler/dense)
-    token classification:                           head/classifier/{kernel, bias}
-    causal LM (GPT-2):                              no "head" entry; logits use backbone/wte/embedding (tied)
+    decoder sequence classification / regression:  head/score/kernel (E, C)          (no bias, as GPT-2/Llama `score`)
+    BERT sequence classification / regression:      head/classifier/{kernel, bias}   (+ backbone/pooler/dense)
+    RoBERTa sequence classification / regression:   head/classifier/{dense, out_proj}/{kernel, bias}
+    DistilBERT sequence classification / regression: head/{pre_classifier, classifier}/{kernel, bias}
+    token classification:                           head/classifier/{kernel, bias}   (Llama family: head/score/...)
+    causal LM:                                      no "head" when tied to the token embedding (GPT-2, tied
+                                                    Llama family); head/lm_head/kernel (E, V) when untied
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from mgpt.models.bert import BertArch, BertBackbone
-from mgpt.models.gpt2 import BackboneOutput, GPT2Arch, GPT2Backbone
-
-TASKS = ("sequence_classification", "token_classification", "regression", "causal_lm")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-# family -> (arch class, is_decoder)
-FAMILIES = {"gpt2": (GPT2Arch, True), "bert": (BertArch, False)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the model; hashable (the transformers config is excluded from eq/hash).
-
-    ``load_report`` (a :class:`mgpt.models.hf.LoadReport`) says which head tensors were loaded or initialised
-    when the spec came from :func:`mgpt.models.load_pretrained`.
-    """
-
-    family: str
-    task: str
-    num_labels: int
-    arch: Any
-    dtype: str = "float32"
-    dropout: Optional[float] = None
-    name_or_path: str = ""
-    hf_config: Any = dataclasses.field(default=None, compare=False, repr=False)
-    load_report: Any = dataclasses.field(default=None, compare=False, repr=False)
-
-    @property
-    def is_decoder(self) -> bool:
-        return FAMILIES[self.family][1]
-
-    @property
-    def uses_pooler(self) -> bool:
-        """Encoder sequence-level tasks pool [CLS] through the pretrained pooler, as BertForSequenceClassification."""
-        return not self.is_decoder and self.task in ("sequence_classification", "regression")
-
-    @property
-    def compute_dtype(self):
-        return DTYPES[self.dtype]
-
-
-def make_spec(
-    hf_config,
-    task: str,
-    num_labels: Optional[int] = None,
-    dtype: str = "float32",
-    dropout: Optional[float] = None,
-    name_or_path: str = "",
-) -> ModelSpec:
-    """Validate the task/family combination and build the spec from a transformers config."""
-    family = getattr(hf_config, "model_type", None)
-    if family not in FAMILIES:
-        raise ValueError(f"model_type {family!r} is not supported; mgpt supports: {sorted(FAMILIES)}")
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
-    arch_cls, is_decoder = FAMILIES[family]
-    if task == "causal_lm":
-        if not is_decoder:
-            raise ValueError(f"task 'causal_lm' needs a decoder model; {family!r} is an encoder")
-        num_labels = 0
-    elif task == "regression":
-        if num_labels not in (None, 1):
-            raise ValueError(f"task 'regression' has one output; got num_labels={num_labels}")
-        num_labels = 1
-    else:
-        if num_labels is None:
-            num_labels = int(hf_config.num_labels)
-        if num_labels < 1:
-            raise ValueError(f"task {task!r} needs num_labels >= 1, got {num_labels}")
-    return ModelSpec(
-        family=family,
-        task=task,
-        num_labels=int(num_labels),
-        arch=arch_cls.from_hf(hf_config, dropout),
-        dtype=dtype,
-        dropout=dropout,
-        name_or_path=str(name_or_path),
-        hf_config=hf_config,
-    )
-
+from mgpt.models.bert import BertBackbone
+from mgpt.models.gpt2 import BackboneOutput, GPT2Backbone
+from mgpt.models.llama import LlamaBackbone
+from mgpt.models.spec import DTYPES, FAMILIES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
 
 def _classifier(features: int, arch, dtype, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(
@@ -122,7 +46,7 @@ def last_token_index(attention_mask, length: int):
 
 
 class LastTokenClassifier(nn.Module):
-    """GPT2ForSequenceClassification: ``score`` (no bias) on the last real token's hidden state."""
+    """GPT2/Llama-family ForSequenceClassification: ``score`` (no bias) on the last real token's hidden state."""
 
     arch: Any
     num_labels: int
@@ -153,7 +77,38 @@ class PooledClassifier(nn.Module):
 
 
 class TokenClassifier(nn.Module):
-    """*ForTokenClassification: dropout -> ``classifier`` on every position."""
+    """*ForTokenClassification: dropout -> ``classifier`` (Llama family: ``score``) on every position."""
+
+    arch: Any
+    num_labels: int
+    dtype: Any = jnp.float32
+    layer_name: str = "classifier"
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+        h = nn.Dropout(self.arch.classifier_dropout)(out.last_hidden_state, deterministic=deterministic)
+        return _classifier(self.num_labels, self.arch, self.dtype, self.layer_name, self.use_bias)(h)
+
+
+class RobertaClassificationHead(nn.Module):
+    """RoBERTa's ``classifier``: dropout -> ``dense`` -> tanh -> dropout -> ``out_proj`` on the <s> token."""
+
+    arch: Any
+    num_labels: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden, deterministic: bool):
+        drop = nn.Dropout(self.arch.classifier_dropout)
+        h = drop(hidden[:, 0], deterministic=deterministic)
+        h = jnp.tanh(_classifier(self.arch.hidden_size, self.arch, self.dtype, "dense")(h))
+        h = drop(h, deterministic=deterministic)
+        return _classifier(self.num_labels, self.arch, self.dtype, "out_proj")(h)
+
+
+class RobertaSequenceClassifier(nn.Module):
+    """RobertaForSequenceClassification's head (not BERT's pooler)."""
 
     arch: Any
     num_labels: int
@@ -161,8 +116,35 @@ class TokenClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
-        h = nn.Dropout(self.arch.classifier_dropout)(out.last_hidden_state, deterministic=deterministic)
+        head = RobertaClassificationHead(self.arch, self.num_labels, self.dtype, name="classifier")
+        return head(out.last_hidden_state, deterministic)
+
+
+class DistilBertSequenceClassifier(nn.Module):
+    """DistilBertForSequenceClassification: ``pre_classifier`` -> ReLU -> dropout -> ``classifier`` on [CLS]."""
+
+    arch: Any
+    num_labels: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+        h = _classifier(self.arch.hidden_size, self.arch, self.dtype, "pre_classifier")(out.last_hidden_state[:, 0])
+        h = nn.Dropout(self.arch.sequence_classifier_dropout)(jax.nn.relu(h), deterministic=deterministic)
         return _classifier(self.num_labels, self.arch, self.dtype, "classifier")(h)
+
+
+class CausalLMHead(nn.Module):
+    """An untied ``lm_head`` (no bias), as LlamaForCausalLM with ``tie_word_embeddings=False``."""
+
+    arch: Any
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+        return _classifier(self.arch.vocab_size, self.arch, self.dtype, "lm_head", use_bias=False)(
+            out.last_hidden_state
+        )
 
 
 class TaskModel(nn.Module):
@@ -181,16 +163,27 @@ class TaskModel(nn.Module):
     def setup(self):
         spec = self.spec
         dtype = spec.compute_dtype
-        if spec.family == "gpt2":
+        kind = spec.backbone_kind
+        if kind == "gpt2":
             self.backbone = GPT2Backbone(spec.arch, dtype)
+        elif kind == "llama":
+            self.backbone = LlamaBackbone(spec.arch, dtype)
         else:
             self.backbone = BertBackbone(spec.arch, add_pooler=spec.uses_pooler, dtype=dtype)
         if spec.task == "causal_lm":
-            self.head = None
+            self.head = None if spec.tied_lm_head else CausalLMHead(spec.arch, dtype)
         elif spec.task == "token_classification":
-            self.head = TokenClassifier(spec.arch, spec.num_labels, dtype)
+            if kind == "llama":  # GenericForTokenClassification names it `score`
+                self.head = TokenClassifier(spec.arch, spec.num_labels, dtype, "score",
+                                            spec.arch.token_classification_bias)
+            else:
+                self.head = TokenClassifier(spec.arch, spec.num_labels, dtype)
         elif spec.is_decoder:
             self.head = LastTokenClassifier(spec.arch, spec.num_labels, dtype)
+        elif spec.family == "roberta":
+            self.head = RobertaSequenceClassifier(spec.arch, spec.num_labels, dtype)
+        elif spec.family == "distilbert":
+            self.head = DistilBertSequenceClassifier(spec.arch, spec.num_labels, dtype)
         else:
             self.head = PooledClassifier(spec.arch, spec.num_labels, dtype)
 

@@ -35,6 +35,7 @@ class CausalLM:
     """
 
     name = "causal_lm"
+    head = "causal_lm"  # the model head load_pretrained builds
     default_metric = "loss"
     default_mode = "min"
 

@@ -18,6 +18,7 @@ class Regression:
     """Task object for ``"regression"``; predictions are float32 scores (B,)."""
 
     name = "regression"
+    head = "regression"  # the model head load_pretrained builds
     default_metric = "mse"
     default_mode = "min"
 

@@ -12,6 +12,7 @@ class SequenceClassification:
     """Task object for ``"sequence_classification"``; predictions are label ids (B,)."""
 
     name = "sequence_classification"
+    head = "sequence_classification"  # the model head load_pretrained builds
     default_metric = "accuracy"
     default_mode = "max"
 

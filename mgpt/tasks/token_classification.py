@@ -10,23 +10,33 @@ import numpy as np
 from mgpt import losses, metrics
 
 
-def word_predictions(pred_ids, word_index, label_names: Sequence[str], num_words) -> list[list[str]]:
+def word_predictions(pred_ids, word_index, label_names: Sequence[str], num_words, row_example=None,
+                     word_offset=None) -> list[list[str]]:
     """Turn sub-word predictions (N, T) into per-example word tags.
 
     Word ``w`` of example ``i`` takes the tag predicted at its first sub-word
     ``word_index[i, w]``; words without one (cut off by truncation) are ``"O"``.
     ``num_words[i]`` is the number of words of example ``i``.
+
+    Sliding windows (rows are windows, see mgpt.data.windows): row ``r`` belongs to example
+    ``row_example[r]`` and its ``word_index[r, j]`` places word ``word_offset[r] + j``.
     """
     pred_ids = np.asarray(pred_ids)
     word_index = np.asarray(word_index)
-    if len(pred_ids) != len(word_index) or len(num_words) != len(word_index):
-        raise ValueError(
-            f"{len(pred_ids)} predictions, {len(word_index)} word_index rows and {len(num_words)} word counts differ"
-        )
-    out = []
-    for i, count in enumerate(num_words):
-        positions = word_index[i, : int(count)]
-        out.append([label_names[int(pred_ids[i, p])] if p >= 0 else "O" for p in positions])
+    if row_example is None:
+        if len(pred_ids) != len(word_index) or len(num_words) != len(word_index):
+            raise ValueError(f"{len(pred_ids)} predictions, {len(word_index)} word_index rows and "
+                             f"{len(num_words)} word counts differ")
+        row_example, word_offset = np.arange(len(word_index)), np.zeros(len(word_index), dtype=np.int64)
+    elif len(pred_ids) != len(word_index) or len(row_example) != len(word_index):
+        raise ValueError(f"{len(pred_ids)} predictions, {len(word_index)} word_index rows and "
+                         f"{len(row_example)} row_example entries differ")
+    out = [["O"] * int(count) for count in num_words]
+    for r, (i, offset) in enumerate(zip(row_example, word_offset)):
+        words = out[int(i)]
+        for j, position in enumerate(word_index[r, : max(0, len(words) - int(offset))]):
+            if position >= 0:
+                words[int(offset) + j] = label_names[int(pred_ids[r, position])]
     return out
 
 
@@ -34,6 +44,7 @@ class TokenClassification:
     """Task object for ``"token_classification"``; predictions are tag ids (B, T) per sub-word."""
 
     name = "token_classification"
+    head = "token_classification"  # the model head load_pretrained builds
     default_metric = "f1"
     default_mode = "max"
 
@@ -46,7 +57,9 @@ class TokenClassification:
 
     def decode(self, predictions, data, split):
         """Sub-word tag ids (N, T) -> per-example word tags, via the bundle's word_index."""
-        return word_predictions(predictions, data.word_index[split], data.label_names, data.num_words[split])
+        windows = getattr(data, "row_example", {}).get(split), getattr(data, "word_offset", {}).get(split)
+        return word_predictions(predictions, data.word_index[split], data.label_names, data.num_words[split],
+                                *windows)
 
     def references(self, data, split):
         """Per-example word tags (IOB2) as read from the file."""

@@ -16,9 +16,10 @@ def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, fl
     """Predictions for every real example of ``split`` (padding rows dropped), loss sum and count."""
     batches = run.batches(split, run.config.train.eval_batch_size, shuffle=False)
     outputs, loss_sum, count = [], 0.0, 0.0
-    for batch in batches.eval_batches():
-        weights = batch["example_weight"]
-        result = jax.device_get(run.eval_fn(params, parallel.shard_batch(batch, run.mesh)))
+    for batch in batches.eval_batches(jax.process_index(), jax.process_count()):
+        sharded = parallel.shard_batch(batch, run.mesh)
+        # Every process gets every prediction (and the global weights that mark padding rows).
+        result, weights = parallel.to_host((run.eval_fn(params, sharded), sharded["example_weight"]))
         loss_sum += float(result["loss_sum"])
         count += float(result["count"])
         outputs.append(np.asarray(result["predictions"])[weights > 0])

@@ -24,9 +24,9 @@ from mgpt.models import load_pretrained
 from mgpt.models.hf import load_tokenizer
 from mgpt.tasks import get_task
 from mgpt.train import checkpoint as checkpoint_lib
+from mgpt.train import engine as engine_lib
 from mgpt.train import evaluation, reporting
-from mgpt.train import state as state_lib
-from mgpt.train.step import eval_step, train_step
+from mgpt.train.step import eval_step
 
 log = logging.getLogger("mgpt")
 
@@ -62,7 +62,7 @@ def build_run(config: config_lib.ExperimentConfig) -> Run:
     num_labels = config.task.num_labels or len(data.label_names) or None
     model, params, spec, tokenizer = load_pretrained(
         config.model.name_or_path,
-        task=config.task.kind,
+        task=task.head,  # the model head the task needs (multi-label uses the classification head)
         num_labels=num_labels,
         dtype=config.model.dtype,
         dropout=config.model.dropout,
@@ -95,128 +95,164 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     ``stop_after`` ends the run after that many steps as a pre-emption would (a checkpoint is
     written, no final evaluation); running again resumes exactly where it stopped.
     """
+    parallel.initialize_distributed(config.parallel)
     os.makedirs(workdir, exist_ok=True)
-    config_lib.save_config(config, os.path.join(workdir, "config.json"))
+    if jax.process_index() == 0:
+        config_lib.save_config(config, os.path.join(workdir, "config.json"))
     run = build_run(config)
-    tc = config.train
-    train_batches = run.batches("train", tc.batch_size, shuffle=True)
-    steps = total_steps(config, train_batches.steps_per_epoch)
-    eval_every = tc.eval_every or train_batches.steps_per_epoch
-    optimizer = optim.make_optimizer(config.optimizer, steps, run.params)
-    trainable = optim.count_parameters(run.params, _trainable_mask(config, run.params))
-    log.info("parameters: %d total, %d trainable", optim.count_parameters(run.params), trainable)
+    if jax.process_index() == 0:  # what data cleaning dropped, by split and reason
+        evaluation.write_json(os.path.join(workdir, "cleaning.json"), run.data.cleaning)
+    loop = _Loop(run, workdir)
+    try:
+        finished = loop.run(stop_after)
+    finally:
+        loop.close()
+    return loop.finish() if finished else {}
 
-    state, shardings = state_lib.create_state(run.params, optimizer, tc.seed, run.mesh)
-    checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint) if config.checkpoint.enabled else None
-    loop_meta = {"best_value": None, "best_step": None, "bad_evals": 0, "label_names": list(run.data.label_names)}
-    start = 0
-    if checkpoints is not None and checkpoints.latest_step() is not None:
-        target = state_lib.restore_target(run.params, optimizer, tc.seed, shardings)
-        state, loop_meta = checkpoints.restore(target)
-        start = int(state["step"])
-        log.info("resumed from %s at step %d", os.path.join(workdir, checkpoint_lib.LATEST_DIR), start)
-    writer = reporting.MetricsWriter(workdir, resume_step=start if start else None)
-    metric_name, mode = best_metric_name(config, run.task)
-    step_fn = jax.jit(
-        functools.partial(
-            train_step,
-            model=run.model,
-            task=run.task,
-            optimizer=optimizer,
-            accumulation_steps=config.optimizer.accumulation_steps,
-        ),
-        donate_argnums=0,
-        out_shardings=(shardings, None),
-    )
 
-    progress = _progress(tc.progress_bar, start, steps)
-    window_tokens, window_steps, window_start = 0.0, 0, time.perf_counter()
-    stopped_early = False
-    for step in range(start, steps):
-        host_batch = train_batches.batch_at(step)
-        state, metrics = step_fn(state, parallel.shard_batch(host_batch, run.mesh))
-        done = step + 1
-        window_steps += 1
-        window_tokens += float(np.sum(host_batch["attention_mask"] * host_batch["example_weight"][:, None]))
-        if done % tc.log_every == 0 or done == steps:
-            metrics = jax.device_get(metrics)  # waits for the step: the timing below is real
-            elapsed = time.perf_counter() - window_start
-            values = {
-                "loss": metrics["loss"],
-                "grad_norm": metrics["grad_norm"],
-                "param_norm": metrics["param_norm"],
-                "tokens_per_second": window_tokens / max(elapsed, 1e-9),
-                "seconds_per_step": elapsed / window_steps,
-                "epoch": done / train_batches.steps_per_epoch,
-                # Which examples the last step saw: lets a resumed run be checked against a straight one.
-                "batch_fingerprint": batch_fingerprint(host_batch),
-            }
-            writer.write("train", done, values)
-            progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
-            window_tokens, window_steps, window_start = 0.0, 0, time.perf_counter()
-        progress.update(1)
-        if done % eval_every == 0 or done == steps:
-            headline = {}
-            for split in tc.eval_splits:
-                if split in run.data.splits:
-                    _, scalars = evaluation.evaluate_split(run, state["params"], split)
-                    headline.update({f"{split}/{k}": v for k, v in scalars.items()})
-            if headline:
-                writer.write("eval", done, headline)
-            value = headline.get(metric_name)
-            if value is not None and _improved(value, loop_meta["best_value"], mode):
-                loop_meta.update(best_value=value, best_step=done, bad_evals=0)
-                if checkpoints is not None:
-                    checkpoints.save_best(done, state["params"], dict(loop_meta, metric=metric_name))
-            elif value is not None:
-                loop_meta["bad_evals"] += 1
-            if checkpoints is not None and not config.checkpoint.save_every:
-                checkpoints.save(done, state, loop_meta)
-            if tc.early_stopping_patience and loop_meta["bad_evals"] >= tc.early_stopping_patience:
-                log.info("early stop at step %d: %s did not improve for %d evaluations", done, metric_name,
-                         loop_meta["bad_evals"])
-                stopped_early = True
-        if checkpoints is not None and config.checkpoint.save_every and (
-            done % config.checkpoint.save_every == 0 or done == steps or stopped_early
-        ):
-            checkpoints.save(done, state, loop_meta)
-        if stopped_early:
-            break
-        if stop_after is not None and done >= stop_after and done < steps:
-            if checkpoints is not None:
-                checkpoints.save(done, state, loop_meta)
-                checkpoints.close()
-            writer.close()
+class _Loop:
+    """The mutable parts of one training run: state, counters, writers and checkpoints."""
+
+    def __init__(self, run: Run, workdir: str):
+        config, tc = run.config, run.config.train
+        self.run_, self.workdir, self.tc = run, workdir, tc
+        self.batches = run.batches("train", tc.batch_size, shuffle=True)
+        self.steps = total_steps(config, self.batches.steps_per_epoch)
+        self.eval_every = tc.eval_every or self.batches.steps_per_epoch
+        optimizer = optim.make_optimizer(config.optimizer, self.steps, run.params)
+        mask = _trainable_mask(config, run.params)
+        log.info("parameters: %d total, %d trainable", optim.count_parameters(run.params),
+                 optim.count_parameters(run.params, mask))
+        self.engine = engine_lib.make_engine(config.parallel.mode, run.mesh, run.model, run.task, optimizer,
+                                             config.optimizer.accumulation_steps)
+        self.state = self.engine.create_state(run.params, tc.seed)
+        self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint) if config.checkpoint.enabled else None
+        self.meta = {"best_value": None, "best_step": None, "bad_evals": 0, "label_names": list(run.data.label_names)}
+        self.start = 0
+        if self.checkpoints is not None and self.checkpoints.latest_step() is not None:
+            restored, self.meta = self.checkpoints.restore(self.engine.restore_target(run.params, tc.seed))
+            self.state = self.engine.from_checkpoint(restored)
+            self.start = int(restored["step"])
+            log.info("resumed from %s at step %d", os.path.join(workdir, checkpoint_lib.LATEST_DIR), self.start)
+        self.last_step = self.start
+        self.writer = reporting.MetricsWriter(workdir, resume_step=self.start or None,
+                                              enabled=jax.process_index() == 0)
+        self.metric_name, self.mode = best_metric_name(config, run.task)
+
+    def run(self, stop_after: int | None) -> bool:
+        """Train to the end (True) or until ``stop_after`` / early stopping ends it (True / False)."""
+        tc, checkpoint_cfg = self.tc, self.run_.config.checkpoint
+        progress = _progress(tc.progress_bar and jax.process_index() == 0, self.start, self.steps)
+        window = {"tokens": 0.0, "steps": 0, "start": time.perf_counter()}
+        try:
+            for step in range(self.start, self.steps):
+                host_batch = self.batches.batch_at(step, jax.process_index(), jax.process_count())
+                self.state, metrics = self.engine.step(self.state, host_batch)
+                done = self.last_step = step + 1
+                window["steps"] += 1
+                window["tokens"] += jax.process_count() * float(
+                    np.sum(host_batch["attention_mask"] * host_batch["example_weight"][:, None]))
+                if done % tc.log_every == 0 or done == self.steps:
+                    values = self._log_train(done, metrics, window, host_batch)
+                    progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
+                    window = {"tokens": 0.0, "steps": 0, "start": time.perf_counter()}
+                progress.update(1)
+                stop_early = False
+                if done % self.eval_every == 0 or done == self.steps:
+                    stop_early = self._evaluate(done)
+                    if not checkpoint_cfg.save_every:
+                        self._save(done)
+                if checkpoint_cfg.save_every and (done % checkpoint_cfg.save_every == 0 or done == self.steps):
+                    self._save(done)
+                if stop_early:
+                    self._save(done)
+                    return True
+                if stop_after is not None and stop_after <= done < self.steps:
+                    self._save(done)
+                    log.info("stopped after step %d as asked; run again to resume", done)
+                    return False
+        finally:
             progress.close()
-            log.info("stopped after step %d as asked; run again to resume", done)
-            return {}
-    progress.close()
+        return True
 
-    final_params = state["params"]
-    final_from = "last"
-    if checkpoints is not None:
-        checkpoints.wait()
-        if loop_meta["best_step"] is not None and config.checkpoint.keep_best:
-            final_params, _, _ = checkpoint_lib.restore_params(
-                os.path.join(workdir, checkpoint_lib.BEST_DIR), _params_target(state["params"])
-            )
-            final_from = f"best (step {loop_meta['best_step']}, {metric_name}={loop_meta['best_value']:.4f})"
-    reports = {}
-    for split in tc.final_eval_splits:
-        if split in run.data.splits:
-            report, scalars = evaluation.evaluate_split(run, final_params, split)
-            report["params"] = final_from
-            evaluation.write_report(workdir, split, report)
-            writer.write("final", int(state["step"]), {f"{split}/{k}": v for k, v in scalars.items()})
-            reports[split] = report
-    # Guardrail: shapes are static, so each step function must have compiled exactly once.
-    writer.write("final", int(state["step"]), {"train_step_compilations": step_fn._cache_size(),
-                                                "eval_step_compilations": run.eval_fn._cache_size()})
-    writer.close()
-    if checkpoints is not None:
-        checkpoints.close()
-    reporting.plot_curves(workdir)
-    return reports
+    def _log_train(self, done: int, metrics: dict, window: dict, host_batch: dict) -> dict:
+        metrics = parallel.to_host(metrics)  # waits for the step: the timing below is real
+        elapsed = time.perf_counter() - window["start"]
+        values = {
+            "loss": metrics["loss"],
+            "grad_norm": metrics["grad_norm"],
+            "param_norm": metrics["param_norm"],
+            "tokens_per_second": window["tokens"] / max(elapsed, 1e-9),
+            "seconds_per_step": elapsed / window["steps"],
+            "epoch": done / self.batches.steps_per_epoch,
+            # Which examples the last step saw: lets a resumed run be checked against a straight one.
+            "batch_fingerprint": batch_fingerprint(host_batch),
+        }
+        self.writer.write("train", done, values)
+        return values
+
+    def _evaluate(self, done: int) -> bool:
+        """Evaluate, keep the best params; True when early stopping says stop."""
+        headline = {}
+        params = self.engine.params(self.state)
+        for split in self.tc.eval_splits:
+            if split in self.run_.data.splits:
+                _, scalars = evaluation.evaluate_split(self.run_, params, split)
+                headline.update({f"{split}/{k}": v for k, v in scalars.items()})
+        if headline:
+            self.writer.write("eval", done, headline)
+        value = headline.get(self.metric_name)
+        if value is None:
+            return False
+        if _improved(value, self.meta["best_value"], self.mode):
+            self.meta.update(best_value=value, best_step=done, bad_evals=0)
+            if self.checkpoints is not None:
+                self.checkpoints.save_best(done, params, dict(self.meta, metric=self.metric_name))
+            return False
+        self.meta["bad_evals"] += 1
+        patience = self.tc.early_stopping_patience
+        if patience and self.meta["bad_evals"] >= patience:
+            log.info("early stop at step %d: %s did not improve for %d evaluations", done, self.metric_name,
+                     self.meta["bad_evals"])
+            return True
+        return False
+
+    def _save(self, done: int) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(done, self.engine.checkpoint_view(self.state), self.meta)
+
+    def finish(self) -> dict:
+        """Evaluate the best (or last) params on the final splits and write the reports and curves."""
+        run, step = self.run_, self.last_step
+        params = self.engine.params(self.state)
+        final_from = "last"
+        if self.checkpoints is not None and self.meta["best_step"] is not None and run.config.checkpoint.keep_best:
+            params, _, _ = checkpoint_lib.restore_params(os.path.join(self.workdir, checkpoint_lib.BEST_DIR),
+                                                         _params_target(params))
+            final_from = (f"best (step {self.meta['best_step']}, "
+                          f"{self.metric_name}={self.meta['best_value']:.4f})")
+        writer = reporting.MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+        reports = {}
+        for split in self.tc.final_eval_splits:
+            if split in run.data.splits:
+                report, scalars = evaluation.evaluate_split(run, params, split)
+                report["params"] = final_from
+                if jax.process_index() == 0:
+                    evaluation.write_report(self.workdir, split, report)
+                writer.write("final", step, {f"{split}/{k}": v for k, v in scalars.items()})
+                reports[split] = report
+        # Guardrail: shapes are static, so each step function must have compiled exactly once.
+        writer.write("final", step, {"train_step_compilations": self.engine.compilations(),
+                                     "eval_step_compilations": run.eval_fn._cache_size()})
+        writer.close()
+        if jax.process_index() == 0:
+            reporting.plot_curves(self.workdir)
+        return reports
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
 
 
 def batch_fingerprint(batch: dict) -> int:

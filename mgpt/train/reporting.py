@@ -21,8 +21,12 @@ def _scalar(value: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per event to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
-    def __init__(self, workdir: str, resume_step: int | None = None):
+    def __init__(self, workdir: str, resume_step: int | None = None, enabled: bool = True):
+        # In a multi-host run only process 0 writes; the others get a writer that drops events.
+        self.enabled = enabled
         self.path = os.path.join(workdir, METRICS_FILE)
+        if not enabled:
+            return
         if resume_step is not None:
             self._truncate_after(resume_step)
         from tensorboardX import SummaryWriter  # imported here: heavy, and only the loop writes events
@@ -46,6 +50,8 @@ class MetricsWriter:
         for key, value in clean.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise FloatingPointError(f"{kind} metric {key!r} is {value} at step {step}")
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
         for key, value in clean.items():
@@ -54,7 +60,8 @@ class MetricsWriter:
         self.tb.flush()
 
     def close(self) -> None:
-        self.tb.close()
+        if self.enabled:
+            self.tb.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

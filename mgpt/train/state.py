@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -36,12 +37,19 @@ def create_state(params: Any, optimizer: optax.GradientTransformation, seed: int
     abstract = abstract_state(params, optimizer, seed)
     shardings = parallel.state_shardings(abstract, mesh)
     create = jax.jit(lambda p: init_state(p, optimizer, seed), out_shardings=shardings)
-    return create(params), shardings
+    return create(_lay_out(params, shardings["params"])), shardings
 
 
-def restore_target(params: Any, optimizer: optax.GradientTransformation, seed: int, shardings: Any) -> Any:
-    """The abstract state with shardings attached, as Orbax's restore target."""
-    abstract = abstract_state(params, optimizer, seed)
-    return jax.tree_util.tree_map(
-        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings
-    )
+def _lay_out(params: Any, shardings: Any) -> Any:
+    """Move params, wherever they were loaded, to their layout on the mesh."""
+
+    def place(x, sharding):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:  # already a global (multi-host) array
+            return x if x.sharding == sharding else jax.jit(lambda y: y, out_shardings=sharding)(x)
+        if jax.process_count() > 1:
+            # Device-to-device copies across hosts are not available on every backend: go through the
+            # host, where every process holds the same loaded values.
+            x = np.asarray(x)
+        return jax.device_put(x, sharding)
+
+    return jax.tree_util.tree_map(place, params, shardings)

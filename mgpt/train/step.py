@@ -68,13 +68,9 @@ def gradients(params: Any, batch: dict, rng: jax.Array, *, model, task, accumula
     return g, s, c
 
 
-def train_step(state: dict, batch: dict, *, model, task, optimizer: optax.GradientTransformation,
-               accumulation_steps: int = 1) -> tuple[dict, dict]:
-    """One optimizer update on ``batch``; returns the new state and scalar metrics."""
-    rng = jax.random.fold_in(state["rng"], state["step"])
-    grad_sum, loss_sum, count = gradients(
-        state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps
-    )
+def apply_gradients(state: dict, grad_sum: Any, loss_sum: jax.Array, count: jax.Array, *,
+                    optimizer: optax.GradientTransformation) -> tuple[dict, dict]:
+    """Divide the summed gradients by the global count once, update, and report scalars."""
     denominator = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denominator, grad_sum)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -87,6 +83,31 @@ def train_step(state: dict, batch: dict, *, model, task, optimizer: optax.Gradie
         "param_norm": optax.tree.norm(params),
     }
     return new_state, metrics
+
+
+def train_step(state: dict, batch: dict, *, model, task, optimizer: optax.GradientTransformation,
+               accumulation_steps: int = 1) -> tuple[dict, dict]:
+    """One optimizer update on ``batch``; returns the new state and scalar metrics.
+
+    Under ``jax.jit`` over a mesh, the sums inside are global: XLA inserts the cross-device reductions.
+    """
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    grad_sum, loss_sum, count = gradients(
+        state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps
+    )
+    return apply_gradients(state, grad_sum, loss_sum, count, optimizer=optimizer)
+
+
+def pmap_train_step(state: dict, batch: dict, *, model, task, optimizer: optax.GradientTransformation,
+                    accumulation_steps: int = 1, axis_name: str = "data") -> tuple[dict, dict]:
+    """The same update under ``jax.pmap``: each device holds a slice of the batch; sums are ``psum``-ed.
+
+    Dropout keys differ per device (folded with the device index), as each device sees other rows.
+    """
+    rng = jax.random.fold_in(jax.random.fold_in(state["rng"], state["step"]), jax.lax.axis_index(axis_name))
+    local = gradients(state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps)
+    grad_sum, loss_sum, count = jax.lax.psum(local, axis_name)
+    return apply_gradients(state, grad_sum, loss_sum, count, optimizer=optimizer)
 
 
 def eval_step(params: Any, batch: dict, *, model, task) -> dict:

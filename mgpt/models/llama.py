@@ -1,0 +1,362 @@
+"""Llama-family decoders in Flax Linen: Llama 1/2/3, Mistral, Qwen2/2.5 and Gemma share this one implementation.
+
+The architectures agree on: pre-norm blocks with RMSNorm (float32 math), rotary position embeddings (the
+``rotate_half`` convention of transformers), grouped-query attention, a gated MLP (``down(act(gate) * up)``)
+and a final RMSNorm. :class:`LlamaArch` records where they differ:
+
+* biases: Llama's ``attention_bias``/``mlp_bias``; Qwen2 always has q/k/v biases and no o_proj bias;
+* Gemma: embeddings scaled by ``sqrt(hidden)``, RMSNorm weight applied as ``(1 + w)``, gelu-tanh MLP;
+* Mistral (and Qwen2 with ``use_sliding_window``): a sliding attention window;
+* tied or untied LM head; RoPE scaling ("linear", "llama3").
+
+Param tree (under the task model's ``"backbone"``), kernels ``(in, out)``::
+
+    embed_tokens/embedding (V, E)
+    layers_{i}/self_attn/{q_proj,k_proj,v_proj,o_proj}/{kernel[,bias]}
+    layers_{i}/mlp/{gate_proj,up_proj,down_proj}/{kernel[,bias]}
+    layers_{i}/{input_layernorm,post_attention_layernorm}/scale      norm/scale
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mgpt.models.attention import attention
+from mgpt.models.gpt2 import BackboneOutput, activation_fn
+
+SUPPORTED_ROPE = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaArch:
+    """The hyperparameters mgpt uses, read from a transformers Llama/Mistral/Qwen2/Gemma config (hashable)."""
+
+    family: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    activation: str
+    rms_norm_eps: float
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    tie_word_embeddings: bool
+    gemma_norm: bool  # RMSNorm output * (1 + weight), weight initialised at 0
+    scale_embeddings: bool  # embeddings * sqrt(hidden_size)
+    rope_theta: float
+    rope_scaling: tuple  # sorted (key, value) pairs of the RoPE parameters besides rope_theta
+    sliding_windows: tuple  # per layer: window length or None
+    attention_dropout: float
+    classifier_dropout: float
+    initializer_range: float
+    token_classification_bias: bool = True
+
+    @property
+    def rope_type(self) -> str:
+        return dict(self.rope_scaling).get("rope_type", "default")
+
+    @classmethod
+    def from_hf(cls, config, dropout: Optional[float] = None) -> "LlamaArch":
+        """Read a transformers config of one of the Llama-family model types; ``dropout`` overrides every rate."""
+        family = config.model_type
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        if heads % kv_heads:
+            raise ValueError(f"{family} config: num_attention_heads={heads} is not a multiple of "
+                             f"num_key_value_heads={kv_heads}")
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        if getattr(config, "use_bidirectional_attention", False):
+            raise ValueError(f"{family} config: use_bidirectional_attention=True is not supported (mgpt is causal)")
+        activation_fn(config.hidden_act)
+        theta, scaling = _rope_parameters(config)
+        windows = _sliding_windows(config, family)
+        classifier_dropout = getattr(config, "classifier_dropout", None)
+        if classifier_dropout is None:  # the fallback chain of GenericForTokenClassification
+            classifier_dropout = getattr(config, "hidden_dropout", None)
+        if classifier_dropout is None:
+            classifier_dropout = 0.1
+        rates = {"attention_dropout": float(getattr(config, "attention_dropout", 0.0) or 0.0),
+                 "classifier_dropout": float(classifier_dropout)}
+        if dropout is not None:
+            rates = {name: float(dropout) for name in rates}
+        attention_bias = bool(getattr(config, "attention_bias", False))
+        return cls(
+            family=family,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate_size=config.intermediate_size,
+            activation=config.hidden_act,
+            rms_norm_eps=float(config.rms_norm_eps),
+            qkv_bias=True if family == "qwen2" else (attention_bias and family != "mistral"),
+            o_bias=attention_bias and family in ("llama", "gemma"),
+            mlp_bias=bool(getattr(config, "mlp_bias", False)) and family == "llama",
+            tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            gemma_norm=family == "gemma",
+            scale_embeddings=family == "gemma",
+            rope_theta=theta,
+            rope_scaling=scaling,
+            sliding_windows=windows,
+            initializer_range=config.initializer_range,
+            token_classification_bias=bool(getattr(config, "token_classification_bias", True)),
+            **rates,
+        )
+
+
+def _rope_parameters(config) -> tuple[float, tuple]:
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    if not params:  # configs written before rope_parameters existed
+        params = dict(getattr(config, "rope_scaling", None) or {})
+        params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    if "type" in params and "rope_type" not in params:
+        params["rope_type"] = params.pop("type")
+    params.setdefault("rope_type", "default")
+    if set(params) & set(getattr(config, "layer_types", None) or ()):
+        raise ValueError(f"{config.model_type} config: per-layer RoPE parameters are not supported")
+    kind = params["rope_type"]
+    if kind not in SUPPORTED_ROPE:
+        raise ValueError(f"{config.model_type} config: rope_type={kind!r} is not supported; "
+                         f"mgpt supports {SUPPORTED_ROPE}")
+    if float(params.get("partial_rotary_factor", 1.0) or 1.0) != 1.0:
+        raise ValueError(f"{config.model_type} config: partial_rotary_factor != 1 is not supported")
+    if kind == "llama3" and "original_max_position_embeddings" not in params:
+        params["original_max_position_embeddings"] = config.max_position_embeddings
+    theta = float(params.pop("rope_theta"))
+    params.pop("partial_rotary_factor", None)
+    return theta, tuple(sorted(params.items()))
+
+
+def _sliding_windows(config, family: str) -> tuple:
+    window = getattr(config, "sliding_window", None)
+    layers = config.num_hidden_layers
+    if family == "mistral":  # MistralModel windows every layer when sliding_window is set
+        return (window,) * layers
+    layer_types = getattr(config, "layer_types", None)
+    if family == "qwen2" and window is not None and layer_types:
+        return tuple(window if kind == "sliding_attention" else None for kind in layer_types)
+    return (None,) * layers
+
+
+def rope_inv_freq(arch: LlamaArch) -> np.ndarray:
+    """Inverse frequencies ``(head_dim // 2,)`` in float32, with the configured scaling, as transformers does."""
+    dim = arch.head_dim
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = (np.float32(1.0) / (np.float32(arch.rope_theta) ** exponent)).astype(np.float32)
+    params = dict(arch.rope_scaling)
+    kind = params.get("rope_type", "default")
+    if kind == "linear":
+        inv_freq = inv_freq / np.float32(params["factor"])
+    elif kind == "llama3":
+        factor = np.float32(params["factor"])
+        low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+        old_len = float(params["original_max_position_embeddings"])
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        wavelen = np.float32(2 * math.pi) / inv_freq
+        scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq).astype(np.float32)
+        smooth = ((np.float32(old_len) / wavelen - np.float32(low)) / np.float32(high - low)).astype(np.float32)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        inv_freq = np.where(medium, smoothed, scaled)
+    return np.asarray(inv_freq, np.float32)
+
+
+def rope_cos_sin(positions, inv_freq: np.ndarray):
+    """``cos``/``sin`` ``(B, T, D)`` in float32 for integer ``positions`` ``(B, T)``."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x, cos, sin):
+    """Rotate ``x`` ``(B, T, H, D)`` by position: ``x * cos + rotate_half(x) * sin`` (cos/sin in x's dtype)."""
+    cos = cos[:, :, None, :].astype(x.dtype)
+    sin = sin[:, :, None, :].astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def default_positions(attention_mask, batch: int, length: int):
+    """Cumulative positions from 0 over real tokens (``arange`` for right padding); ``arange`` without a mask."""
+    if attention_mask is None:
+        return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32)[None, :], (batch, length))
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def _dense(features: int, arch: LlamaArch, dtype, name: str, use_bias: bool) -> nn.Dense:
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,  # master weights stay float32
+        kernel_init=nn.initializers.normal(arch.initializer_range),
+        name=name,
+    )
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x)`` in float32, then times ``scale`` (Llama) or ``1 + scale`` (Gemma)."""
+
+    eps: float
+    gemma: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.gemma else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        if self.gemma:  # GemmaRMSNorm multiplies in float32, then casts
+            return (normed * (1.0 + scale.astype(jnp.float32))).astype(self.dtype)
+        return scale.astype(self.dtype) * normed.astype(self.dtype)  # LlamaRMSNorm casts, then multiplies
+
+
+class LlamaAttention(nn.Module):
+    arch: LlamaArch
+    layer_idx: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None):
+        arch = self.arch
+        batch, length, _ = x.shape
+        heads, kv_heads, dim = arch.num_heads, arch.num_kv_heads, arch.head_dim
+
+        def project(name, count, bias):
+            return _dense(count * dim, arch, self.dtype, name, bias)(x).reshape(batch, length, count, dim)
+
+        q = apply_rope(project("q_proj", heads, arch.qkv_bias), cos, sin)
+        k = apply_rope(project("k_proj", kv_heads, arch.qkv_bias), cos, sin)
+        v = project("v_proj", kv_heads, arch.qkv_bias)
+        groups = heads // kv_heads  # grouped-query attention: kv head j serves query heads j*groups..
+        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+        prefix_key = prefix_value = None
+        if prefix_kv is not None:  # given per kv head, like the layer's own keys
+            prefix_key, prefix_value = (jnp.repeat(t, groups, axis=2) for t in prefix_kv)
+        use_dropout = not deterministic and arch.attention_dropout > 0
+        out = attention(
+            q,
+            k,
+            v,
+            key_mask,
+            causal=True,
+            sliding_window=arch.sliding_windows[self.layer_idx],
+            prefix_key=prefix_key,
+            prefix_value=prefix_value,
+            scale=dim**-0.5,
+            dropout_rate=arch.attention_dropout,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+            deterministic=deterministic,
+        )
+        return _dense(arch.hidden_size, arch, self.dtype, "o_proj", arch.o_bias)(out.reshape(batch, length, -1))
+
+
+class LlamaMLP(nn.Module):
+    arch: LlamaArch
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        arch = self.arch
+        gate = _dense(arch.intermediate_size, arch, self.dtype, "gate_proj", arch.mlp_bias)(x)
+        up = _dense(arch.intermediate_size, arch, self.dtype, "up_proj", arch.mlp_bias)(x)
+        return _dense(arch.hidden_size, arch, self.dtype, "down_proj", arch.mlp_bias)(
+            activation_fn(arch.activation)(gate) * up
+        )
+
+
+class LlamaDecoderLayer(nn.Module):
+    arch: LlamaArch
+    layer_idx: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None):
+        arch = self.arch
+        h = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype, name="input_layernorm")(x)
+        x = x + LlamaAttention(arch, self.layer_idx, self.dtype, name="self_attn")(
+            h, cos, sin, key_mask, deterministic, prefix_kv
+        )
+        h = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype, name="post_attention_layernorm")(x)
+        return x + LlamaMLP(arch, self.dtype, name="mlp")(h)
+
+
+class LlamaBackbone(nn.Module):
+    """Token embeddings, ``num_layers`` pre-norm decoder layers, final RMSNorm."""
+
+    arch: LlamaArch
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        arch = self.arch
+        self.embed_tokens = nn.Embed(arch.vocab_size, arch.hidden_size, dtype=self.dtype,
+                                     embedding_init=nn.initializers.normal(arch.initializer_range))
+        self.layers = [LlamaDecoderLayer(arch, i, self.dtype) for i in range(arch.num_layers)]  # layers_0, ...
+        self.norm = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype)
+
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        position_ids=None,
+        prefix_key_values: Optional[Sequence] = None,
+        deterministic: bool = True,
+        return_hidden_states: bool = False,
+    ) -> BackboneOutput:
+        """Run the decoder.
+
+        ``input_ids`` ``(B, T)`` or ``inputs_embeds`` ``(B, T, E)`` (exactly one; Gemma scales only looked-up
+        embeddings, as transformers does); ``attention_mask`` ``(B, T)`` (1 = real); ``position_ids`` default
+        to cumulative positions over real tokens (``0..T-1`` for right padding). ``token_type_ids`` is accepted
+        for a uniform call signature and ignored. ``prefix_key_values``: optional per-layer ``(key, value)``
+        pairs ``(B, P, num_kv_heads, head_dim)``.
+        """
+        del token_type_ids
+        arch = self.arch
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(f"{arch.family}: pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            x = self.embed_tokens(input_ids)
+            if arch.scale_embeddings:  # the normaliser is rounded to the compute dtype, as in transformers
+                x = x * jnp.asarray(arch.hidden_size**0.5, self.dtype)
+        else:
+            x = inputs_embeds.astype(self.dtype)
+        batch, length = x.shape[:2]
+        if position_ids is None:
+            position_ids = default_positions(attention_mask, batch, length)
+        position_ids = jnp.broadcast_to(position_ids, (batch, length))
+        if prefix_key_values is not None and len(prefix_key_values) != arch.num_layers:
+            raise ValueError(f"{arch.family}: {len(prefix_key_values)} prefix key/value pairs "
+                             f"for {arch.num_layers} layers")
+        cos, sin = rope_cos_sin(position_ids, rope_inv_freq(arch))
+        all_hidden = [x] if return_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            prefix = prefix_key_values[i] if prefix_key_values is not None else None
+            x = layer(x, cos, sin, attention_mask, deterministic, prefix)
+            if return_hidden_states and i < arch.num_layers - 1:
+                all_hidden.append(x)
+        x = self.norm(x)
+        if return_hidden_states:
+            all_hidden.append(x)  # transformers reports the last layer after the final norm
+        return BackboneOutput(x, tuple(all_hidden) if return_hidden_states else None, None)
+
+    def attend(self, hidden):
+        """Logits over the vocabulary with the token embedding as output matrix (the tied LM head)."""
+        return self.embed_tokens.attend(hidden)

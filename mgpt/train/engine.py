@@ -1,0 +1,121 @@
+"""How the pure step runs on devices: ``jax.jit`` over a mesh (default) or ``jax.pmap``.
+
+Both engines expose the same small surface to the loop: create or restore the state, run a step
+on a host batch, and hand out the params and a checkpointable view of the state.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mgpt import parallel
+from mgpt.train import state as state_lib
+from mgpt.train.step import pmap_train_step, train_step
+
+
+class _TraceCounter:
+    """Wraps a step function and counts how often JAX traces it (each trace is one compilation)."""
+
+    def __init__(self, fn):
+        self.fn, self.traces = fn, 0
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args, **kwargs):
+        self.traces += 1
+        return self.fn(*args, **kwargs)
+
+
+class MeshEngine:
+    """One jitted, donated program over the device mesh; layouts come from ``parallel``."""
+
+    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1):
+        self.mesh = mesh
+        self.optimizer = optimizer
+        self.step_fn = None
+        self._step = _TraceCounter(functools.partial(train_step, model=model, task=task, optimizer=optimizer,
+                                                     accumulation_steps=accumulation_steps))
+
+    def create_state(self, params: Any, seed: int) -> dict:
+        state, self.shardings = state_lib.create_state(params, self.optimizer, seed, self.mesh)
+        self.step_fn = jax.jit(self._step, donate_argnums=0, out_shardings=(self.shardings, None))
+        return state
+
+    def restore_target(self, params: Any, seed: int) -> Any:
+        return state_lib.restore_target(params, self.optimizer, seed, self.shardings)
+
+    def from_checkpoint(self, restored: dict) -> dict:
+        return restored
+
+    def checkpoint_view(self, state: dict) -> dict:
+        return state
+
+    def params(self, state: dict) -> Any:
+        return state["params"]
+
+    def step(self, state: dict, host_batch: dict) -> tuple[dict, dict]:
+        return self.step_fn(state, parallel.shard_batch(host_batch, self.mesh))
+
+    def compilations(self) -> int:
+        return self._step.traces
+
+
+class PmapEngine:
+    """Plain data parallelism with ``jax.pmap``: the state replicated, the batch split per device."""
+
+    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1):
+        if jax.process_count() > 1:
+            raise ValueError("parallel.mode=pmap runs on one host; use the default mode=jit for multi-host runs")
+        self.devices = list(mesh.devices.flat)
+        self.optimizer = optimizer
+        self._step = _TraceCounter(functools.partial(pmap_train_step, model=model, task=task, optimizer=optimizer,
+                                                     accumulation_steps=accumulation_steps, axis_name="data"))
+        self.step_fn = jax.pmap(self._step, axis_name="data", donate_argnums=0, devices=self.devices)
+
+    def create_state(self, params: Any, seed: int) -> dict:
+        host = jax.device_get(jax.jit(lambda p: state_lib.init_state(p, self.optimizer, seed))(params))
+        return self._replicate(host)
+
+    def _replicate(self, tree: Any) -> Any:
+        # One copy per device along a new leading axis: the layout pmap expects for its inputs.
+        sharding = NamedSharding(Mesh(np.asarray(self.devices), ("devices",)), PartitionSpec("devices"))
+        n = len(self.devices)
+        return jax.tree_util.tree_map(
+            lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n, *np.shape(x))), sharding), tree)
+
+    def restore_target(self, params: Any, seed: int) -> Any:
+        sharding = jax.sharding.SingleDeviceSharding(self.devices[0])
+        abstract = state_lib.abstract_state(params, self.optimizer, seed)
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+
+    def from_checkpoint(self, restored: dict) -> dict:
+        return self._replicate(jax.device_get(restored))
+
+    def checkpoint_view(self, state: dict) -> dict:
+        return jax.tree_util.tree_map(lambda x: x[0], state)
+
+    def params(self, state: dict) -> Any:
+        return jax.tree_util.tree_map(lambda x: x[0], state["params"])
+
+    def step(self, state: dict, host_batch: dict) -> tuple[dict, dict]:
+        n = len(self.devices)
+        if host_batch["input_ids"].shape[0] % n:
+            raise ValueError(f"batch of {host_batch['input_ids'].shape[0]} rows does not split over {n} devices")
+        split = {k: np.reshape(v, (n, v.shape[0] // n, *v.shape[1:])) for k, v in host_batch.items()}
+        state, metrics = self.step_fn(state, split)
+        return state, jax.tree_util.tree_map(lambda x: x[0], metrics)
+
+    def compilations(self) -> int:
+        return self._step.traces
+
+
+def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int = 1):
+    """The engine for ``parallel.mode``."""
+    engines = {"jit": MeshEngine, "pmap": PmapEngine}
+    if mode not in engines:
+        raise ValueError(f"parallel.mode={mode!r}: expected one of {sorted(engines)}")
+    return engines[mode](mesh, model, task, optimizer, accumulation_steps)
