@@ -48,7 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-labels", type=int, help="HF -> Orbax: label count, when it differs from config.json")
     convert.add_argument("--param-dtype", default="float32", help="HF -> Orbax: stored dtype (float32, bfloat16)")
     convert.add_argument("--max-shard-size", default="5GB", help="Orbax -> HF: safetensors shard size (default 5GB)")
+
+    bench = sub.add_parser("bench", help="time the real train step on synthetic batches (random weights)")
+    bench.add_argument("--model", default="gpt2-small",
+                       help="gpt2-small, gpt2-medium, llama-125m, llama-1b, bert-base, or a directory with config.json")
+    bench.add_argument("--task", default="", help="default: causal_lm for decoders, sequence_classification for encoders")
+    bench.add_argument("--batch-size", type=int, default=8)
+    bench.add_argument("--seq-len", type=int, default=128)
+    bench.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16 (params stay float32)")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps after warm-up (median reported)")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--peak-tflops", type=float, default=0.0,
+                       help="peak for MFU; default: measured with a large matmul on the device")
+    bench.add_argument("--optimizer", default="adamw")
+    bench.add_argument("--output", help="JSON file for the full result")
     return parser
+
+
+def _bench(args) -> int:
+    from mgpt import bench
+
+    settings = bench.BenchSettings(model=args.model, task=args.task, batch_size=args.batch_size, seq_len=args.seq_len,
+                                   dtype=args.dtype, steps=args.steps, warmup=args.warmup,
+                                   peak_tflops=args.peak_tflops, optimizer=args.optimizer)
+    result = bench.run_bench(settings)
+    print(bench.summary(result))
+    if args.output:
+        bench.write_result(result, args.output)
+        print(f"written to {args.output}")
+    return 0
 
 
 def _convert(args) -> int:
@@ -80,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
     if args.command == "convert":  # no experiment file
         return _convert(args)
+    if args.command == "bench":
+        return _bench(args)
     try:
         config = _config(args)
     except config_lib.ConfigError as error:

@@ -139,6 +139,37 @@ class CheckpointConfig:
     max_to_keep: int = 2  # latest checkpoints kept for resuming
     keep_best: bool = True  # also keep the best checkpoint by train.best_metric
     async_save: bool = True
+    # Save and restore only the trained parameters (PEFT, or optimizer.trainable); the frozen ones are
+    # identified by name and checksum in the metadata, and a different base model fails on restore.
+    trainable_only: bool = False
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    """Parameter-efficient fine-tuning (mgpt.peft): which method, and its knobs.
+
+    Every method is a transform of the parameter tree and the forward pass; params become
+    ``{"base": <model params>, "peft": <new params>}`` and only ``peft`` (plus the head) is trained.
+    """
+
+    method: str = "none"  # none | lora | dora | adapter | prefix | prompt | ia3 | bitfit
+    # LoRA / DoRA
+    rank: int = 8  # r of the low-rank update A (in, r) @ B (r, out)
+    alpha: float = 16.0  # scale alpha / r (alpha / sqrt(r) with use_rslora)
+    dropout: float = 0.0  # dropout on the low-rank path's input while training
+    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
+    # Regex searched in '/'-joined module paths (e.g. "backbone/h_0/attn/c_attn"); empty: the family's
+    # default (LoRA/DoRA: the attention q/k/v projections; IA3: keys, values and the FFN output projection).
+    target_modules: str = ""
+    feedforward_modules: str = ""  # IA3: targets scaled on their input (FFN out); empty: family default
+    # Bottleneck adapters
+    adapter_size: int = 64  # bottleneck width
+    adapter_placement: str = "houlsby"  # houlsby: after attention and FFN | pfeiffer: after FFN only
+    adapter_activation: str = "gelu"  # any mgpt activation name (relu, gelu, silu, ...)
+    # Prompt / prefix tuning
+    num_virtual_tokens: int = 20  # learned tokens (prompt) or key/value positions per layer (prefix)
+    init_std: float = 0.02  # std of normal initialisers (LoRA A uses 1/sqrt(in); prompts start from vocab rows)
+    train_head: bool = True  # keep the task head trainable
 
 
 @dataclass(frozen=True)
@@ -153,6 +184,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
 
 
 class ConfigError(ValueError):

@@ -118,7 +118,10 @@ def test_params_land_on_the_requested_shardings(tmp_path):
     ids, mask = make_batch(padded=True)
     ref = torch_logits(reference, ids, mask).logits.numpy()
     assert compare(_apply(model, params, ids, mask), ref)[0] < TOL
-    # Default: everything on one device.
+    # A pytree of PartitionSpecs with the mesh works too; by default everything sits on one device.
+    specs = jax.tree_util.tree_map(lambda _: PartitionSpec(), params)
+    _, params, _, _ = load_pretrained(tmp_path, task="sequence_classification", shardings=specs, mesh=mesh)
+    assert {len(x.devices()) for x in jax.tree_util.tree_leaves(params)} == {8}
     _, params, _, _ = load_pretrained(tmp_path, task="sequence_classification")
     assert {len(x.devices()) for x in jax.tree_util.tree_leaves(params)} == {1}
 

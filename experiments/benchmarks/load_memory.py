@@ -5,10 +5,10 @@
 Writes a random-weight Llama checkpoint (config.json, sharded float32 safetensors written straight from
 numpy, a small tokenizer) into a temporary directory, then loads it in a fresh Python process and reports the
 peak resident set size (``resource.getrusage(...).ru_maxrss``) minus the resident set size after the imports,
-backend start-up and config/tokenizer loading, next to the checkpoint size. On the CPU backend the loaded parameters themselves live in
-host memory, so the floor is about one checkpoint; a loader that holds a second copy of the model shows
-about two. For contrast the same measurement is taken for a naive load (``safetensors.numpy.load_file`` of
-every shard, then ``jnp.asarray``), unless ``--skip-naive``.
+backend start-up and config/tokenizer loading, next to the checkpoint size. On the CPU backend the loaded
+parameters themselves live in host memory, so the floor is about one checkpoint; a loader that holds a second
+copy of the model shows about two. For contrast the same measurement is taken for a naive load
+(``safetensors.numpy.load_file`` of every shard, then ``jnp.asarray``), unless ``--skip-naive``.
 """
 
 from __future__ import annotations
@@ -149,9 +149,10 @@ def main() -> None:
           f"largest tensor {report['largest_tensor_bytes'] / gb:.3f} GB")
     for run in report["runs"]:
         extra = run["peak_minus_baseline_bytes"] - run["param_bytes"]
-        print(f"{run['method']:>5} ({run['param_dtype']} params): peak RSS - baseline = "
-              f"{run['peak_minus_baseline_bytes'] / gb:.3f} GB = {run['peak_minus_baseline_bytes'] / report['checkpoint_bytes']:.2f}x "
-              f"checkpoint; params {run['param_bytes'] / gb:.3f} GB, above params {extra / gb:.3f} GB")
+        delta = run["peak_minus_baseline_bytes"]
+        print(f"{run['method']:>5} ({run['param_dtype']} params): peak RSS - baseline = {delta / gb:.3f} GB = "
+              f"{delta / report['checkpoint_bytes']:.2f}x checkpoint; params {run['param_bytes'] / gb:.3f} GB, "
+              f"above params {extra / gb:.3f} GB")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)

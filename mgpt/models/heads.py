@@ -4,13 +4,14 @@ Param tree of a task model::
 
     {"backbone": {...family layout...}, "head": {...}}
 
-    decoder sequence classification / regression:  head/score/kernel (E, C)          (no bias, as GPT-2/Llama `score`)
-    BERT sequence classification / regression:      head/classifier/{kernel, bias}   (+ backbone/pooler/dense)
-    RoBERTa sequence classification / regression:   head/classifier/{dense, out_proj}/{kernel, bias}
-    DistilBERT sequence classification / regression: head/{pre_classifier, classifier}/{kernel, bias}
-    token classification:                           head/classifier/{kernel, bias}   (Llama family: head/score/...)
-    causal LM:                                      no "head" when tied to the token embedding (GPT-2, tied
-                                                    Llama family); head/lm_head/kernel (E, V) when untied
+    sequence classification / regression
+      decoders (GPT-2, Llama family):  head/score/kernel (E, C)  (no bias, on the last real token)
+      BERT:                            head/classifier/{kernel, bias}  (+ backbone/pooler/dense)
+      RoBERTa:                         head/classifier/{dense, out_proj}/{kernel, bias}
+      DistilBERT:                      head/{pre_classifier, classifier}/{kernel, bias}
+    token classification:              head/classifier/{kernel, bias}  (Llama family: head/score/...)
+    causal LM:                         no "head" when tied to the token embedding (GPT-2, tied Llama
+                                       family); head/lm_head/kernel (E, V) when untied
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mgpt.models.bert import BertBackbone
 from mgpt.models.gpt2 import BackboneOutput, GPT2Backbone
 from mgpt.models.llama import LlamaBackbone
 from mgpt.models.spec import DTYPES, FAMILIES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
+
 
 def _classifier(features: int, arch, dtype, name: str, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(

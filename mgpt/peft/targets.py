@@ -1,0 +1,103 @@
+"""Which modules a PEFT method touches: per-family defaults and matching regexes against the param tree.
+
+Modules are named by their '/'-joined path in the task model's param tree, e.g.
+``backbone/h_0/attn/c_attn`` (GPT-2), ``backbone/encoder/layer_0/attention/self/query`` (BERT family) or
+``backbone/layers_0/self_attn/q_proj`` (Llama family). Only dense layers (a 2-D ``kernel``) under
+``backbone`` can be targets; the task head is trained whole (``peft.train_head``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flax import traverse_util
+
+from mgpt.config import ConfigError
+
+# Default LoRA/DoRA targets: the attention query/key/value projections.
+LORA_DEFAULTS = {
+    "gpt2": r"attn/c_attn$",
+    "bert": r"attention/self/(query|key|value)$",
+    "llama": r"self_attn/(q_proj|k_proj|v_proj)$",
+}
+# IA3 (Liu et al. 2022): keys, values and the FFN's output projection; the last is scaled on its input
+# (the FFN activation), the others on their output. GPT-2 fuses q/k/v in c_attn, so all three are scaled.
+IA3_DEFAULTS = {
+    "gpt2": r"(attn/c_attn|mlp/c_proj)$",
+    "bert": r"(attention/self/(key|value)|layer_\d+/output/dense)$",
+    "llama": r"(self_attn/(k_proj|v_proj)|mlp/down_proj)$",
+}
+IA3_FEEDFORWARD_DEFAULTS = {
+    "gpt2": r"mlp/c_proj$",
+    "bert": r"layer_\d+/output/dense$",
+    "llama": r"mlp/down_proj$",
+}
+# Bottleneck adapter sites: the output projection of attention and of the FFN, before the residual add.
+ADAPTER_SITES = {
+    "gpt2": {"attention": r"attn/c_proj$", "ffn": r"mlp/c_proj$"},
+    "bert": {"attention": r"attention/output/dense$", "ffn": r"layer_\d+/output/dense$"},
+    "llama": {"attention": r"self_attn/o_proj$", "ffn": r"mlp/down_proj$"},
+}
+
+
+def dense_modules(base_params: Any) -> dict[str, tuple[int, int]]:
+    """'/'-joined path -> kernel shape ``(in, out)`` of every dense layer in the backbone."""
+    flat = traverse_util.flatten_dict(base_params)
+    return {
+        "/".join(path[:-1]): tuple(value.shape)
+        for path, value in flat.items()
+        if path[0] == "backbone" and path[-1] == "kernel" and len(value.shape) == 2
+    }
+
+
+def match(base_params: Any, pattern: str, what: str) -> list[str]:
+    """Dense module paths where ``pattern`` is found (``re.search``), in a stable order; none fails clearly."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{what}={pattern!r} is not a valid regular expression ({exc})") from None
+    modules = dense_modules(base_params)
+    found = sorted((p for p in modules if regex.search(p)), key=_natural)
+    if not found:
+        sample = ", ".join(sorted(modules, key=_natural)[:8])
+        raise ConfigError(f"{what}={pattern!r} matches no dense module; module paths look like: {sample}, ...")
+    return found
+
+
+def default_pattern(table: dict[str, str], backbone_kind: str, what: str) -> str:
+    if backbone_kind not in table:
+        raise ConfigError(f"{what}: no default for backbone {backbone_kind!r}; set it explicitly")
+    return table[backbone_kind]
+
+
+def get_path(tree: Any, path: str) -> Any:
+    """The subtree at a '/'-joined path."""
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
+def set_paths(tree: dict, values: dict[str, Any]) -> dict:
+    """A copy of the nested dict ``tree`` with the subtrees at the given '/'-joined paths replaced."""
+    out = dict(tree)
+    groups: dict[str, dict[str, Any]] = {}
+    for path, value in values.items():
+        head, _, rest = path.partition("/")
+        if rest:
+            groups.setdefault(head, {})[rest] = value
+        else:
+            out[head] = value
+    for head, sub in groups.items():
+        out[head] = set_paths(tree[head], sub)
+    return out
+
+
+def nest(values: dict[str, Any]) -> dict:
+    """``{"a/b": x}`` -> ``{"a": {"b": x}}``."""
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in values.items()})
+
+
+def _natural(path: str):
+    # layer_10 after layer_2
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
