@@ -53,3 +53,11 @@ def _lay_out(params: Any, shardings: Any) -> Any:
         return jax.device_put(x, sharding)
 
     return jax.tree_util.tree_map(place, params, shardings)
+
+
+def restore_target(params: Any, optimizer: optax.GradientTransformation, seed: int, shardings: Any) -> Any:
+    """The abstract state with shardings attached, as Orbax's restore target."""
+    abstract = abstract_state(params, optimizer, seed)
+    return jax.tree_util.tree_map(
+        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract, shardings
+    )
