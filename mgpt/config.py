@@ -31,12 +31,14 @@ class ModelConfig:
 class DataConfig:
     """Where the examples come from and how they become token arrays."""
 
-    format: str = "csv"  # csv | tsv | jsonl | conll | tfds
+    format: str = "csv"  # csv | tsv | jsonl | conll | tfds | lines (text@label per line) | parallel (dir/train.de->en)
     train_file: str = ""
     validation_file: str = ""
     test_file: str = ""
     predict_file: str = ""  # set by `mgpt predict`: examples to label; labels in it are optional
     text_column: str = "text"
+    line_separator: str = "@"  # format=lines: the label follows the last separator (Financial PhraseBank)
+    line_encoding: str = "latin-1"  # format=lines: file encoding (the PhraseBank files are latin-1)
     text_pair_column: str = ""  # second segment for sentence-pair tasks; empty for none
     label_column: str = "label"
     conll_token_column: int = 0  # CoNLL: which whitespace-separated column holds the word

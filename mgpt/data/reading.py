@@ -39,6 +39,8 @@ def _read_file(data_cfg, task_kind: str, path: str, labels_optional: bool) -> li
         label_kind=sources.label_kind_for(task_kind),
         labels_optional=labels_optional,
         label_delimiter=data_cfg.label_delimiter,
+        line_separator=data_cfg.line_separator,
+        line_encoding=data_cfg.line_encoding,
     )
 
 

@@ -19,7 +19,7 @@ LABEL_FLOAT = "float"  # regression: labels must parse as finite numbers
 LABEL_NONE = "none"  # causal LM: no label column is read
 LABEL_MULTI = "multi"  # multi-label: a list of strings, from "a|b" (see label_delimiter) or a JSON list
 
-FORMATS = ("csv", "tsv", "jsonl")
+FORMATS = ("csv", "tsv", "jsonl", "lines", "parallel")
 
 
 class DataError(ValueError):
@@ -35,8 +35,10 @@ def read_examples(
     label_kind: str = LABEL_STRING,
     labels_optional: bool = False,
     label_delimiter: str = "|",
+    line_separator: str = "@",
+    line_encoding: str = "latin-1",
 ) -> list[dict]:
-    """Read a CSV, TSV or JSONL file into ``{"text", "text_pair"?, "label"?}`` dicts.
+    """Read a CSV, TSV, JSONL or ``lines`` (``text@label``) file into ``{"text", "text_pair"?, "label"?}`` dicts.
 
     ``label_kind`` is ``"string"`` (classification), ``"float"`` (regression), ``"multi"``
     (multi-label: a list of strings, written ``"a|b"`` with ``label_delimiter`` or as a JSON
@@ -51,6 +53,12 @@ def read_examples(
         return read_delimited(path, "\t", *args)
     if fmt == "jsonl":
         return read_jsonl(path, *args)
+    if fmt == "parallel":
+        raise DataError(f"{path}: data.format='parallel' gives source/target records for a prompt template; "
+                        "use it with data.prompt_template (task kinds generation or causal_lm)")
+    if fmt == "lines":
+        return read_lines(path, line_separator, line_encoding, label_kind=label_kind,
+                          labels_optional=labels_optional, label_delimiter=label_delimiter)
     raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)} (or conll)")
 
 
@@ -261,11 +269,73 @@ def read_records(path: str | os.PathLike, fmt: str) -> list[tuple[str, dict]]:
                 if not isinstance(record, dict):
                     raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
                 records.append((f"{path}:{line_number}", record))
+    elif fmt == "parallel":
+        return read_parallel(path)
     else:
         raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if not records:
         raise DataError(f"{path}: no examples")
     return records
+
+
+def read_lines(path: str | os.PathLike, separator: str = "@", encoding: str = "latin-1",
+               label_kind: str = LABEL_STRING, labels_optional: bool = False, label_delimiter: str = "|") -> list[dict]:
+    """One example per line, ``text<separator>label``, no header (the Financial PhraseBank format).
+
+    The label follows the *last* separator, so the text may contain it. The PhraseBank files are
+    latin-1, hence the default encoding. Without labels (``labels_optional``) a line with no
+    separator is all text.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    examples = []
+    with open(path, encoding=encoding) as f:
+        for line_number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            text, found, label = line.rpartition(separator)
+            if not found:
+                if labels_optional or label_kind == LABEL_NONE:
+                    examples.append({"text": line})
+                    continue
+                raise DataError(f"{where}: expected 'text{separator}label', found no {separator!r}")
+            example = {"text": text.strip()}
+            if label_kind != LABEL_NONE:
+                example["label"] = convert_label(label.strip(), label_kind, where, label_delimiter)
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no examples (the file has only blank lines)")
+    return examples
+
+
+def read_parallel(prefix: str | os.PathLike) -> list[tuple[str, dict]]:
+    """A translation pair: ``PREFIX`` names ``PREFIX.SRC-TGT.SRC`` style files, written ``path/train.de->en``.
+
+    ``"data/train.de->en"`` reads ``data/train.de`` and ``data/train.en`` line by line into records
+    ``{"source", "target", "source_lang", "target_lang"}`` for a prompt template. The two files
+    must have the same number of lines.
+    """
+    prefix = os.fspath(prefix)
+    base, _, pair = prefix.rpartition(".")
+    source_lang, arrow, target_lang = pair.partition("->")
+    if not base or not arrow or not source_lang or not target_lang:
+        raise DataError(f"{prefix}: a parallel data path looks like 'dir/train.de->en' (reads dir/train.de, dir/train.en)")
+    paths = [f"{base}.{source_lang}", f"{base}.{target_lang}"]
+    for path in paths:
+        _check_file(path)
+    with open(paths[0], encoding="utf-8-sig") as f:
+        sources_ = f.read().splitlines()
+    with open(paths[1], encoding="utf-8-sig") as f:
+        targets = f.read().splitlines()
+    if len(sources_) != len(targets):
+        raise DataError(f"{paths[0]} has {len(sources_)} lines but {paths[1]} has {len(targets)}: they must align")
+    return [
+        (f"{paths[0]}:{i}", {"source": s, "target": t, "source_lang": source_lang, "target_lang": target_lang})
+        for i, (s, t) in enumerate(zip(sources_, targets), start=1)
+        if s.strip() or t.strip()
+    ]
 
 
 def label_kind_for(task_kind: str) -> str:
