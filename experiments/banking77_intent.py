@@ -17,7 +17,7 @@ DATA = os.environ.get(
     "MGPT_BANKING77_DIR",
     os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "banking77")),
 )
-HYPERPARAMETERS = dict(learning_rate=1e-4, batch_size=32, num_epochs=4, max_length=64, warmup_ratio=0.1,
+HYPERPARAMETERS = dict(learning_rate=1e-4, batch_size=32, num_epochs=2, max_length=64, warmup_ratio=0.1,
                        weight_decay=0.01, max_grad_norm=1.0, validation_ratio=0.1)
 
 

@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +51,10 @@ class BenchSettings:
     peak_tflops: float = 0.0  # 0: measure with a large matmul in the same dtype
     optimizer: str = "adamw"
     seed: int = 0
+    attention_impl: str = ""  # "" (XLA) | cudnn
+    remat: str = "none"  # none | full | dots | dots_no_batch
+    scan_layers: bool = False
+    loss_chunk_size: int = 0  # causal LM: loss over chunks of positions, no full logits
 
 
 def hf_config_for(name: str, seq_len: int):
@@ -76,7 +81,7 @@ def matmul_parameters(params: Any, spec) -> int:
     total = 0
     for path, leaf in flat:
         name = "/".join(str(getattr(k, "key", k)) for k in path)
-        if name.endswith("kernel") and leaf.ndim == 2:
+        if name.endswith("kernel") and leaf.ndim in (2, 3):  # 3: scanned layers, (layers, in, out)
             total += leaf.size
     if spec.tied_lm_head:  # the token embedding doubles as the output projection
         total += spec.hf_config.vocab_size * spec.hf_config.hidden_size
@@ -125,8 +130,9 @@ def run_bench(settings: BenchSettings) -> dict:
     hf_config = hf_config_for(settings.model, settings.seq_len)
     decoder = hf_config.model_type not in ("bert", "roberta", "distilbert")
     task_kind = settings.task or ("causal_lm" if decoder else "sequence_classification")
-    task = get_task(task_kind)
-    spec = make_spec(hf_config, task.head, num_labels=None if task.head == "causal_lm" else 2, dtype=settings.dtype)
+    task = get_task(task_kind, settings.loss_chunk_size)
+    spec = make_spec(hf_config, task.head, num_labels=None if task.head == "causal_lm" else 2, dtype=settings.dtype,
+                     remat=settings.remat, scan_layers=settings.scan_layers, attention_impl=settings.attention_impl)
     model = build_model(spec)
     mesh = make_mesh(ParallelConfig())
     rng = np.random.default_rng(settings.seed)
@@ -137,7 +143,8 @@ def run_bench(settings: BenchSettings) -> dict:
     }
     batch["labels"] = batch["input_ids"] if task_kind == "causal_lm" else rng.integers(
         0, 2, (settings.batch_size,), dtype=np.int32)
-    init = jax.jit(lambda key: model.init(key, jnp.asarray(batch["input_ids"][:1]))["params"])
+    # plain arrays: drop the logical-partitioning boxes init puts on the params
+    init = jax.jit(lambda key: nn.meta.unbox(model.init(key, jnp.asarray(batch["input_ids"][:1]))["params"]))
     params = init(jax.random.PRNGKey(settings.seed))
     optimizer = optim.make_optimizer(OptimizerConfig(name=settings.optimizer, learning_rate=1e-4,
                                                      schedule="constant"), 1000, params)
@@ -185,10 +192,14 @@ def run_bench(settings: BenchSettings) -> dict:
 
 def _compile_times(step, state, batch) -> tuple[float, float]:
     """Compile once into an empty persistent cache (cold), then again after clearing in-memory caches (warm)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
     with tempfile.TemporaryDirectory() as cache_dir:
         previous = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
         jax.config.update("jax_compilation_cache_dir", cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # JAX picks its cache (or none) once per process: make it pick this directory, and forget it after
+        compilation_cache.reset_cache()
         try:
             tic = time.perf_counter()
             step.lower(state, batch).compile()
@@ -200,6 +211,7 @@ def _compile_times(step, state, batch) -> tuple[float, float]:
         finally:
             jax.config.update("jax_compilation_cache_dir", previous[0])
             jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+            compilation_cache.reset_cache()
     return cold, warm
 
 

@@ -1,4 +1,4 @@
-"""The ``mgpt`` command: ``train``, ``eval``, ``predict``."""
+"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``generate``, ``convert``, ``bench``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help="a file in the experiment's data format; labels optional")
     predict.add_argument("--output", required=True, help="JSONL file to write, one prediction per input example")
 
+    gen = sub.add_parser("generate", help="generate text from prompts with a trained checkpoint or a HF model")
+    _experiment_args(gen)
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a run's workdir, or its best/ or checkpoints/ directory")
+    source.add_argument("--model", help="a Hugging Face causal-LM directory (instead of a trained checkpoint)")
+    prompts = gen.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", action="append", help="a prompt, used as written (repeatable)")
+    prompts.add_argument("--input", help="JSONL file of records; each is rendered with data.prompt_template "
+                                          "(or read from data.text_column)")
+    gen.add_argument("--max-new-tokens", type=int, help="default: task.max_new_tokens")
+    gen.add_argument("--temperature", type=float, help="0 is greedy (default: task.temperature)")
+    gen.add_argument("--top-k", type=int, help="default: task.top_k (0: off)")
+    gen.add_argument("--top-p", type=float, help="default: task.top_p (1: off)")
+    gen.add_argument("--seed", type=int, help="sampling seed (default: task.decode_seed)")
+    gen.add_argument("--output", help="JSONL file to write (default: print JSON lines)")
+
     convert = sub.add_parser(
         "convert", help="Hugging Face directory <-> Orbax checkpoint of mgpt params (direction from SRC's files)"
     )
@@ -61,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peak-tflops", type=float, default=0.0,
                        help="peak for MFU; default: measured with a large matmul on the device")
     bench.add_argument("--optimizer", default="adamw")
+    bench.add_argument("--attention-impl", default="", choices=["", "xla", "cudnn"],
+                       help="attention kernel: XLA (default) or cudnn (cuDNN flash attention; NVIDIA GPU, bf16)")
+    bench.add_argument("--remat", default="none", choices=["none", "full", "dots", "dots_no_batch"],
+                       help="recompute layer activations in the backward pass (see mgpt.models.scan)")
+    bench.add_argument("--scan-layers", action="store_true", help="run the layers as one nn.scan")
+    bench.add_argument("--loss-chunk-size", type=int, default=0,
+                       help="causal LM: compute the loss this many positions at a time (no full logits)")
     bench.add_argument("--output", help="JSON file for the full result")
     return parser
 
@@ -70,7 +93,9 @@ def _bench(args) -> int:
 
     settings = bench.BenchSettings(model=args.model, task=args.task, batch_size=args.batch_size, seq_len=args.seq_len,
                                    dtype=args.dtype, steps=args.steps, warmup=args.warmup,
-                                   peak_tflops=args.peak_tflops, optimizer=args.optimizer)
+                                   peak_tflops=args.peak_tflops, optimizer=args.optimizer,
+                                   attention_impl=args.attention_impl, remat=args.remat,
+                                   scan_layers=args.scan_layers, loss_chunk_size=args.loss_chunk_size)
     result = bench.run_bench(settings)
     print(bench.summary(result))
     if args.output:
@@ -90,6 +115,54 @@ def _convert(args) -> int:
         print(f"mgpt: convert: {error}", file=sys.stderr)
         return 2
     print(f"converted {args.src} -> {args.dst} ({direction})")
+    return 0
+
+
+def _generate(args, config: config_lib.ExperimentConfig) -> int:
+    """``mgpt generate``: one JSON line per prompt with the prompt, the generation and the input's fields."""
+    import json
+
+    from mgpt import generate
+    from mgpt.data import records, sources
+
+    if args.input:
+        rows = sources.read_records(args.input, "jsonl")
+        inputs = [dict(r, prompt=records.example_from_record(r, config.data, "causal_lm", where, True)["text"])
+                  for where, r in rows]
+    else:
+        inputs = [{"prompt": text} for text in args.prompt]
+    tc = config.task
+    if args.model:
+        from mgpt.models import load_pretrained
+
+        model, params, spec, tokenizer = load_pretrained(args.model, task="causal_lm", dtype=config.model.dtype)
+        mesh = None
+    else:
+        from mgpt.train import loop
+
+        run, params, _ = loop.load_for_inference(config, args.checkpoint)
+        model, spec, tokenizer, mesh = run.model, run.spec, run.tokenizer, run.mesh
+    if spec.task != "causal_lm":
+        print(f"mgpt: generate needs a causal-LM model; {args.experiment} has task.kind={tc.kind!r}",
+              file=sys.stderr)
+        return 2
+    settings = generate.settings_for(
+        tokenizer,
+        tc.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
+        tc.temperature if args.temperature is None else args.temperature,
+        tc.top_k if args.top_k is None else args.top_k,
+        tc.top_p if args.top_p is None else args.top_p,
+    )
+    texts = generate.generate_text(model, params, tokenizer, [i["prompt"] for i in inputs], settings,
+                                   batch_size=config.train.eval_batch_size, mesh=mesh,
+                                   seed=tc.decode_seed if args.seed is None else args.seed)
+    lines = [json.dumps(dict(item, generation=text)) for item, text in zip(inputs, texts)]
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write("".join(line + "\n" for line in lines))
+        print(f"{len(lines)} generations written to {args.output}")
+    else:
+        print("\n".join(lines))
     return 0
 
 
@@ -138,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.split}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
         print(f"report written to {output}")
         return 0
+    if args.command == "generate":
+        return _generate(args, config)
     if args.command == "predict":
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, predict_file=args.input))
         run, params, _ = loop.load_for_inference(config, args.checkpoint)

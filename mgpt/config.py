@@ -25,6 +25,10 @@ class ModelConfig:
     name_or_path: str = ""  # a local Hugging Face directory, or a hub id when online
     dtype: str = "float32"  # compute dtype: float32 | bfloat16 | float16
     dropout: Optional[float] = None  # override the checkpoint's dropout rates when set
+    # Memory and speed (they change how the model runs, not what it computes):
+    remat: str = "none"  # recompute layers in the backward pass: none | full | dots | dots_no_batch
+    scan_layers: bool = False  # GPT-2 / Llama family: one nn.scan over the layers (params stacked per layer)
+    attention_impl: str = ""  # "" (XLA) | cudnn (cuDNN flash attention on NVIDIA GPUs; bf16/fp16, no attn dropout)
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,20 @@ class TaskConfig:
     """The task head and its loss."""
 
     # sequence_classification | multi_label_classification | token_classification | regression | causal_lm
+    # | generation (causal-LM training on the target; evaluated by decoding from each prompt, mgpt.tasks.generation)
     kind: str = "sequence_classification"
     num_labels: int = 0  # 0 means: the number of labels found in the data
+    # Generation: metrics of the decoded text against data.target_column, any of rouge (rouge1/2/L, rouge-score),
+    # bleu, chrf (sacrebleu), exact_match, token_f1 (SQuAD normalisation). Loss and perplexity are always reported.
+    generation_metrics: tuple[str, ...] = ("rouge",)
+    max_new_tokens: int = 32  # generation: tokens decoded per example (stops earlier at the tokenizer's EOS)
+    temperature: float = 0.0  # generation: 0 is greedy; > 0 samples from softmax(logits / temperature)
+    top_k: int = 0  # generation: sample among the k most likely tokens; 0: no limit
+    top_p: float = 1.0  # generation: nucleus sampling, the smallest most-likely set with this mass; 1: off
+    decode_seed: int = 0  # generation: seed of the sampling
+    # causal_lm: compute the loss over this many positions at a time, never holding the whole
+    # (batch, length, vocab) logits (nor their gradient); 0: off
+    loss_chunk_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,7 @@ class TrainConfig:
     best_mode: str = "max"  # max | min
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 disables
     progress_bar: bool = True
+    compilation_cache_dir: str = ""  # persistent XLA compilation cache shared by runs; "" disables it
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,11 @@ class ParallelConfig:
     mesh: tuple[tuple[str, int], ...] = (("data", -1),)  # -1 takes the remaining devices
     num_devices: int = 0  # 0: all visible devices; otherwise the first N
     mode: str = "jit"  # jit: one program over the mesh | pmap: plain data parallelism with jax.pmap
+    # How params / optimizer state / activations map onto the mesh (mode=jit): dp | fsdp | tp | fsdp_tp
+    # (sets joined by "_" or "+"); tp needs a "model" mesh axis, e.g. mesh=(("data", 4), ("model", 2)).
+    rules: str = "dp"
+    # Explicit (logical axis, mesh axis or None) rules replacing `rules`, e.g. (("batch", "data"), ("embed", "data"))
+    logical_rules: tuple[tuple[str, Optional[str]], ...] = ()
     distributed: bool = False  # multi-host: call jax.distributed.initialize() (auto-detects TPU pods, SLURM, ...)
     coordinator_address: str = ""  # host:port of process 0, when not auto-detected
     num_processes: int = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -46,6 +47,32 @@ def causal_lm_loss(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarr
     ``labels`` are aligned with ``input_ids`` (not shifted); the shift happens here.
     """
     return softmax_cross_entropy(logits[:, :-1], jnp.asarray(labels)[:, 1:], weights)
+
+
+def chunked_causal_lm_loss(hidden, project, labels, weights=None, chunk_size: int = 128):
+    """:func:`causal_lm_loss` from final hidden states ``(B, T, E)``, never holding ``(B, T, V)`` logits.
+
+    ``project(h)`` maps a ``(B, c, E)`` chunk to float32 logits ``(B, c, V)`` (the model's output
+    projection). Positions are taken ``chunk_size`` at a time with ``lax.map``; each chunk is under
+    ``jax.checkpoint``, so the backward pass recomputes its logits instead of keeping them: peak memory
+    holds one chunk's logits (and their gradient), not the whole sequence's.
+    """
+    labels = jnp.asarray(labels)
+    batch, length = labels.shape
+    hidden, targets = hidden[:, :-1], labels[:, 1:]  # position t predicts token t + 1
+    chunks = -(-(length - 1) // chunk_size)
+    pad = chunks * chunk_size - (length - 1)  # padded positions are ignored targets
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)), constant_values=IGNORE_INDEX)
+    hidden = jnp.swapaxes(hidden.reshape(batch, chunks, chunk_size, hidden.shape[-1]), 0, 1)
+    targets = jnp.swapaxes(targets.reshape(batch, chunks, chunk_size), 0, 1)
+
+    @jax.checkpoint
+    def chunk_loss(h, t):
+        return softmax_cross_entropy(project(h), t, weights)
+
+    sums, counts = jax.lax.map(lambda pair: chunk_loss(*pair), (hidden, targets))
+    return jnp.sum(sums), jnp.sum(counts)
 
 
 def mse(pred, target, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import jax
 import optax
-from flax import traverse_util
 
 from mgpt.config import ConfigError, OptimizerConfig
 
@@ -22,8 +21,8 @@ _NO_DECAY_PATTERN = re.compile(r"(^|/)(bias|b|scale|LayerNorm|layer_norm|ln_[^/]
 
 def path_names(params: Any) -> Any:
     """A tree like ``params`` whose leaves are the '/'-joined parameter paths."""
-    flat = traverse_util.flatten_dict(params, sep="/")
-    return traverse_util.unflatten_dict({k: k for k in flat}, sep="/")
+    # tree_map_with_path keeps empty subtrees (e.g. BitFit's empty "peft"), so the structure always matches
+    return jax.tree_util.tree_map_with_path(lambda path, _: "/".join(str(getattr(k, "key", k)) for k in path), params)
 
 
 def decay_mask(params: Any) -> Any:
@@ -44,6 +43,9 @@ def trainable_mask(params: Any, trainable: str) -> Any:
     if not any(jax.tree_util.tree_leaves(mask)):
         raise ConfigError(f"optimizer.trainable={trainable!r} matches no parameter")
     return mask
+
+
+_mask_from_config = trainable_mask  # make_optimizer's argument of the same name shadows it
 
 
 def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -86,11 +88,13 @@ def _takes_learning_rate(obj) -> bool:
         return False
 
 
-def make_optimizer(cfg: OptimizerConfig, total_steps: int, params: Any) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, total_steps: int, params: Any,
+                   trainable_mask: Any | None = None) -> optax.GradientTransformation:
     """The full update rule: clip -> optimizer (with decoupled or added weight decay) -> trainable mask.
 
     Frozen parameters go through ``optax.set_to_zero`` inside ``optax.multi_transform``, so they get
-    no update and hold no optimizer state.
+    no update and hold no optimizer state. ``trainable_mask`` (a bool tree like ``params``, e.g. from
+    ``mgpt.peft``) takes the place of ``cfg.trainable`` when given.
     """
     factory = _factory(cfg.name)
     accepted = inspect.signature(factory).parameters
@@ -113,11 +117,11 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int, params: Any) -> optax
         chain.append(optax.add_decayed_weights(cfg.weight_decay, mask))
     chain.append(factory(learning_rate=make_schedule(cfg, total_steps), **kwargs))
     update = optax.chain(*chain)
-    if cfg.trainable == "all":
-        return update
-    labels = jax.tree_util.tree_map(
-        lambda t: "train" if t else "freeze", trainable_mask(params, cfg.trainable)
-    )
+    if trainable_mask is None:
+        if cfg.trainable == "all":
+            return update
+        trainable_mask = _mask_from_config(params, cfg.trainable)
+    labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable_mask)
     return optax.multi_transform({"train": update, "freeze": optax.set_to_zero()}, labels)
 
 

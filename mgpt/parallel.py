@@ -1,18 +1,39 @@
 """Device mesh and array layouts.
 
-The default layout is data parallel: parameters and optimizer state replicated, every batch split
-along its leading axis over the ``data`` mesh axis.
+Every batch is split along its leading axis over the ``data`` mesh axis. Parameters carry logical axis
+names (:mod:`mgpt.models.partitioning`); a rule set (``parallel.rules``) maps them to mesh axes:
+
+* ``dp`` (default): parameters and optimizer state replicated (data parallelism);
+* ``fsdp``: parameters and optimizer state sharded over ``data`` ("embed" -> data; a parameter without
+  an "embed" dimension is sharded along its largest dimension that divides evenly);
+* ``tp``: tensor parallelism, "heads"/"mlp"/"vocab" over a ``model`` mesh axis;
+* combinations joined by ``_`` or ``+``, e.g. ``fsdp_tp`` on ``(("data", 4), ("model", 2))``;
+* ``parallel.logical_rules``: an explicit ``((logical, mesh axis or None), ...)`` tuple instead.
+
+Optimizer-state leaves that mirror a parameter (Adam's moments) get that parameter's sharding; the rest
+(step counts) are replicated. A dimension whose size the mesh axis does not divide stays unsharded.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import dataclasses
+import math
+from typing import Any, Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mgpt.config import ConfigError, ParallelConfig
+
+# Activations: the batch always goes over "data" (listed first, so it wins the axis over "embed" in FSDP).
+ACTIVATION_RULES = (("batch", "data"),)
+RULE_SETS: dict[str, tuple] = {
+    "dp": (),
+    "fsdp": (("embed", "data"),),
+    "tp": (("heads", "model"), ("mlp", "model"), ("vocab", "model")),
+}
 
 
 def make_mesh(cfg: ParallelConfig, devices: list | None = None) -> Mesh:
@@ -49,6 +70,143 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
     """Shardings for every leaf of the (abstract) train state: replicated under data parallelism."""
     return jax.tree_util.tree_map(lambda _: replicated(mesh), abstract_state)
+
+
+def layout_rules(cfg: ParallelConfig) -> tuple:
+    """The ``(logical axis, mesh axis)`` rules of ``cfg.rules`` (or ``cfg.logical_rules`` when given)."""
+    if cfg.logical_rules:
+        return tuple((name, axis) for name, axis in cfg.logical_rules)
+    rules = list(ACTIVATION_RULES)
+    for name in cfg.rules.replace("+", "_").split("_"):
+        if name not in RULE_SETS:
+            raise ConfigError(f"parallel.rules={cfg.rules!r}: {name!r} is not a rule set; use {sorted(RULE_SETS)} "
+                              "joined by '_' or '+' (e.g. fsdp_tp), or give parallel.logical_rules")
+        rules += RULE_SETS[name]
+    return tuple(rules)
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _path(path) -> tuple[str, ...]:
+    return tuple(_key_name(k) for k in path)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Layout:
+    """How parameters, optimizer state and activations lie on ``mesh``.
+
+    ``rules``: ``(logical axis, mesh axis)`` pairs, in priority order; ``logical``: the model's
+    ``param path -> (logical names, shape)`` (:func:`mgpt.models.partitioning.logical_axes`). A parameter
+    is found by its path, or by a path it ends with (PEFT nests the model's params under ``"base"``);
+    unknown parameters have no names (replicated, or sharded by FSDP's largest-dimension fallback).
+    """
+
+    mesh: Mesh
+    rules: tuple = ACTIVATION_RULES
+    logical: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        absent = sorted({axis for _, axis in self.rules if axis is not None} - set(self.mesh.shape))
+        if absent:
+            raise ConfigError(f"sharding rules {self.rules} use mesh axes {absent} that the mesh "
+                              f"{dict(self.mesh.shape)} lacks; e.g. tp needs parallel.mesh=(('data', 4), ('model', 2))")
+
+    @property
+    def fsdp(self) -> bool:
+        """Parameters are sharded over ``data`` (some parameter axis maps to it)."""
+        return any(axis == "data" for name, axis in self.rules if name not in ("batch", "length"))
+
+    def _names(self, path: tuple, shape: tuple) -> tuple:
+        for start in range(len(path)):
+            hit = self.logical.get(path[start:])
+            if hit is not None and tuple(hit[1]) == tuple(shape):
+                return hit[0]
+        return (None,) * len(shape)
+
+    def param_spec(self, path: tuple, shape: tuple) -> PartitionSpec:
+        """The mesh ``PartitionSpec`` of one parameter."""
+        import flax.linen as nn
+
+        names = self._names(path, shape)
+        axes = list(nn.logical_to_mesh_axes(names, self.rules))
+        sizes = self.mesh.shape
+        for i, axis in enumerate(axes):  # an uneven split would need padding: keep that dimension whole
+            if axis is not None and shape[i] % math.prod(sizes[a] for a in _as_tuple(axis)):
+                axes[i] = None
+        data = sizes.get("data", 1)
+        used = {a for axis in axes if axis is not None for a in _as_tuple(axis)}
+        if self.fsdp and data > 1 and "data" not in used:
+            # never the "layers" axis of scanned params: the scan reads it one layer at a time
+            free = [i for i, axis in enumerate(axes)
+                    if axis is None and names[i] != "layers" and shape[i] % data == 0]
+            if free:
+                axes[max(free, key=lambda i: shape[i])] = "data"
+        return PartitionSpec(*axes)
+
+    def param_shardings(self, params: Any) -> Any:
+        """A tree like ``params`` (arrays or ``ShapeDtypeStruct``) of ``NamedSharding``."""
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: NamedSharding(self.mesh, self.param_spec(_path(path), tuple(x.shape))), params)
+
+    def model_param_shardings(self) -> dict:
+        """Shardings of the model's own params (the ``logical`` table's paths), e.g. for
+        :func:`mgpt.models.load_pretrained`'s ``shardings`` so weights load straight onto them."""
+        from flax import traverse_util
+
+        flat = {path: NamedSharding(self.mesh, self.param_spec(path, shape))
+                for path, (_, shape) in self.logical.items()}
+        return traverse_util.unflatten_dict(flat)
+
+    def state_shardings(self, abstract_state: Any) -> Any:
+        """Shardings of a train state ``{"step", "params", "opt_state", "rng"}`` (or any tree holding
+        ``params``): params by :meth:`param_shardings`, optimizer leaves that mirror a parameter (same
+        path suffix and shape) like it, everything else replicated."""
+        params = abstract_state["params"]
+        param_shardings = self.param_shardings(params)
+        table = {}
+        for (path, leaf), sharding in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                          jax.tree_util.tree_leaves(param_shardings)):
+            table[_path(path)] = (tuple(leaf.shape), sharding)
+        rest = {k: v for k, v in abstract_state.items() if k != "params"}
+
+        def place(path, leaf):
+            path = _path(path)
+            for start in range(len(path)):
+                hit = table.get(path[start:])
+                if hit is not None and hit[0] == tuple(leaf.shape):
+                    return hit[1]
+            return replicated(self.mesh)
+
+        return dict(jax.tree_util.tree_map_with_path(place, rest), params=param_shardings)
+
+    @contextlib.contextmanager
+    def tracing(self):
+        """Context for tracing a step: the rules and the (abstract) mesh, so the models' activation
+        constraints (``nn.with_logical_constraint``) take effect."""
+        import flax.linen as nn
+
+        with nn.logical_axis_rules(self.rules), jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+            yield
+
+
+def _as_tuple(axis) -> tuple:
+    return tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+
+
+def make_layout(cfg: ParallelConfig, mesh: Mesh, model: Optional[Any] = None) -> Layout:
+    """The layout of ``cfg.rules`` for ``model`` (a task model, or a PEFT wrapper around one)."""
+    logical = {}
+    module = getattr(model, "model", model)  # PEFT wraps the Linen task model
+    if module is not None and hasattr(module, "init"):
+        from mgpt.models.partitioning import logical_axes
+
+        logical = logical_axes(module)
+    return Layout(mesh, layout_rules(cfg), logical)
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -22,7 +22,8 @@ def test_heads():
     assert {kind: get_task(kind).head for kind in TASKS} == {
         "sequence_classification": "sequence_classification",
         "multi_label_classification": "sequence_classification",
-        "token_classification": "token_classification", "regression": "regression", "causal_lm": "causal_lm"}
+        "token_classification": "token_classification", "regression": "regression", "causal_lm": "causal_lm",
+        "generation": "causal_lm"}
 
 
 def test_label_sets_from_delimited_strings_and_json_lists(tmp_path):

@@ -17,7 +17,9 @@ from mgpt.data.sources import DataError
 logger = logging.getLogger("mgpt")
 
 TASK_KINDS = ("sequence_classification", "multi_label_classification", "token_classification", "regression",
-              "causal_lm")
+              "causal_lm", "generation")
+# Task kinds whose data is read and encoded as another kind's: generation trains as causal LM on the target.
+ENCODED_AS = {"generation": "causal_lm"}
 SPLIT_FILES = reading.SPLIT_FILES
 UNLABELLED_OK = reading.UNLABELLED_OK
 
@@ -156,6 +158,7 @@ def build_datasets(data_cfg, task_kind: str, tokenizer) -> DatasetBundle:
     """Read, clean, split, check and encode the splits named in ``data_cfg`` for ``task_kind``."""
     if task_kind not in TASK_KINDS:
         raise DataError(f"unknown task kind {task_kind!r}: expected one of {', '.join(TASK_KINDS)}")
+    task_kind = ENCODED_AS.get(task_kind, task_kind)
     if data_cfg.max_length <= 0:
         raise DataError(f"data.max_length must be positive, got {data_cfg.max_length}")
     if data_cfg.stride < 0:

@@ -88,6 +88,9 @@ def example_from_record(record: dict, data_cfg, task_kind: str, where: str, labe
         target = data_cfg.target_column or data_cfg.text_pair_column
         if target:
             value = _field(record, target, "the target", where, optional=labels_optional)
+            if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+                # Several targets (e.g. SciTLDR's author and reviewer TLDRs): train on, and score against, the first.
+                value = value[0]
             if value is not None:
                 example["text_pair"] = _text(value, target, where)
         return example

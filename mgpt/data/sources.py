@@ -242,6 +242,8 @@ def read_records(path: str | os.PathLike, fmt: str) -> list[tuple[str, dict]]:
     are whatever the JSON holds.
     """
     path = os.fspath(path)
+    if fmt == "parallel":  # a prefix naming two files, not a file
+        return read_parallel(path)
     _check_file(path)
     records = []
     if fmt in ("csv", "tsv"):
@@ -269,8 +271,6 @@ def read_records(path: str | os.PathLike, fmt: str) -> list[tuple[str, dict]]:
                 if not isinstance(record, dict):
                     raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
                 records.append((f"{path}:{line_number}", record))
-    elif fmt == "parallel":
-        return read_parallel(path)
     else:
         raise DataError(f"unknown data format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if not records:

@@ -178,7 +178,13 @@ def attention(
         scale = head_dim**-0.5
     if deterministic or dropout_rate == 0.0:
         # The library kernel (XLA, or cuDNN flash attention when asked) computes softmax in float32.
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=implementation)
+        plain_causal = causal and not prefix_len and q_positions is None and kv_positions is None
+        if implementation == "cudnn" and plain_causal and sliding_window is None and q_len == kv_len:
+            # Told the mask is causal, cuDNN skips the blocks above the diagonal; padding stays a mask.
+            padding = attention_mask_4d(key_mask, batch=batch, q_len=q_len, kv_len=kv_len, causal=False)
+            return jax.nn.dot_product_attention(q, k, v, mask=padding, scale=scale, is_causal=True,
+                                                implementation="cudnn")
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=implementation or None)
     if dropout_rng is None:
         raise ValueError("attention: dropout_rng is required when dropout is active")
     return _attention_with_dropout(q, k, v, mask, scale, dropout_rate, dropout_rng)

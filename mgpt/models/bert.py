@@ -26,8 +26,10 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mgpt.models import scan as scan_lib
 from mgpt.models.attention import attention
 from mgpt.models.gpt2 import BackboneOutput, activation_fn
+from mgpt.models.partitioning import EMBEDDING, constrain_hidden, dense_inits, named, norm_inits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,18 +129,18 @@ class BertArch:
         )
 
 
-def _dense(features: int, arch: BertArch, dtype, name: str) -> nn.Dense:
+def _dense(features: int, arch: BertArch, dtype, name: str, axes: tuple = (None, None)) -> nn.Dense:
     return nn.Dense(
         features,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=nn.initializers.normal(arch.initializer_range),
         name=name,
+        **dense_inits(arch.initializer_range, axes),  # logical axis names for the sharding rules
     )
 
 
 def _layer_norm(arch: BertArch, dtype, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=arch.layer_norm_eps, dtype=dtype, name=name)
+    return nn.LayerNorm(epsilon=arch.layer_norm_eps, dtype=dtype, name=name, **norm_inits())
 
 
 class BertEmbeddings(nn.Module):
@@ -150,10 +152,10 @@ class BertEmbeddings(nn.Module):
         arch = self.arch
         init = nn.initializers.normal(arch.initializer_range)
 
-        def embed(num, name):
-            return nn.Embed(num, arch.hidden_size, embedding_init=init, dtype=self.dtype, name=name)
+        def embed(num, name, axes=(None, "embed")):
+            return nn.Embed(num, arch.hidden_size, embedding_init=named(init, axes), dtype=self.dtype, name=name)
 
-        word = embed(arch.vocab_size, "word_embeddings")
+        word = embed(arch.vocab_size, "word_embeddings", EMBEDDING)
         if inputs_embeds is None:
             inputs_embeds = word(input_ids)
         else:
@@ -169,6 +171,7 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     arch: BertArch
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
@@ -177,7 +180,8 @@ class BertSelfAttention(nn.Module):
         head_dim = width // arch.num_heads
 
         def project(name):
-            return _dense(width, arch, self.dtype, name)(x).reshape(batch, length, arch.num_heads, head_dim)
+            dense = _dense(width, arch, self.dtype, name, ("embed", "heads"))
+            return dense(x).reshape(batch, length, arch.num_heads, head_dim)
 
         q, k, v = project("query"), project("key"), project("value")
         use_dropout = not deterministic and arch.attention_dropout > 0
@@ -193,6 +197,7 @@ class BertSelfAttention(nn.Module):
             dropout_rate=arch.attention_dropout,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
             deterministic=deterministic,
+            implementation=self.attention_impl or None,
         )
         return out.reshape(batch, length, width)
 
@@ -203,10 +208,11 @@ class BertAddNorm(nn.Module):
     arch: BertArch
     dtype: Any = jnp.float32
     dropout: bool = True
+    in_axis: str = "heads"  # the dense input: attention heads (BertSelfOutput) or "mlp" (BertOutput)
 
     @nn.compact
     def __call__(self, x, residual, deterministic: bool):
-        h = _dense(self.arch.hidden_size, self.arch, self.dtype, "dense")(x)
+        h = _dense(self.arch.hidden_size, self.arch, self.dtype, "dense", (self.in_axis, "embed"))(x)
         if self.dropout:
             h = nn.Dropout(self.arch.hidden_dropout)(h, deterministic=deterministic)
         return _layer_norm(self.arch, self.dtype, "LayerNorm")(h + residual)
@@ -215,10 +221,12 @@ class BertAddNorm(nn.Module):
 class BertAttention(nn.Module):
     arch: BertArch
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
-        h = BertSelfAttention(self.arch, self.dtype, name="self")(x, key_mask, deterministic, prefix_kv)
+        h = BertSelfAttention(self.arch, self.dtype, self.attention_impl, name="self")(
+            x, key_mask, deterministic, prefix_kv)
         add_norm = BertAddNorm(self.arch, self.dtype, self.arch.attention_output_dropout, name="output")
         return add_norm(h, x, deterministic)
 
@@ -229,31 +237,37 @@ class BertIntermediate(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = _dense(self.arch.intermediate_size, self.arch, self.dtype, "dense")(x)
+        h = _dense(self.arch.intermediate_size, self.arch, self.dtype, "dense", ("embed", "mlp"))(x)
         return activation_fn(self.arch.activation)(h)
 
 
 class BertLayer(nn.Module):
     arch: BertArch
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
-        x = BertAttention(self.arch, self.dtype, name="attention")(x, key_mask, deterministic, prefix_kv)
+        x = BertAttention(self.arch, self.dtype, self.attention_impl, name="attention")(
+            x, key_mask, deterministic, prefix_kv)
         h = BertIntermediate(self.arch, self.dtype, name="intermediate")(x)
-        return BertAddNorm(self.arch, self.dtype, name="output")(h, x, deterministic)
+        return BertAddNorm(self.arch, self.dtype, in_axis="mlp", name="output")(h, x, deterministic)
 
 
 class BertEncoder(nn.Module):
     arch: BertArch
     dtype: Any = jnp.float32
+    remat: str = "none"
+    attention_impl: str = ""
 
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_key_values=None, return_hidden_states=False):
         all_hidden = [x] if return_hidden_states else None
+        layer = scan_lib.layer_class(BertLayer, self.remat, 3)  # arg 3: deterministic
         for i in range(self.arch.num_layers):
             prefix = prefix_key_values[i] if prefix_key_values is not None else None
-            x = BertLayer(self.arch, self.dtype, name=f"layer_{i}")(x, key_mask, deterministic, prefix)
+            x = layer(self.arch, self.dtype, self.attention_impl, name=f"layer_{i}")(x, key_mask, deterministic, prefix)
+            x = constrain_hidden(x)
             if return_hidden_states:
                 all_hidden.append(x)
         return x, (tuple(all_hidden) if return_hidden_states else None)
@@ -265,7 +279,7 @@ class BertPooler(nn.Module):
 
     @nn.compact
     def __call__(self, hidden):
-        return jnp.tanh(_dense(self.arch.hidden_size, self.arch, self.dtype, "dense")(hidden[:, 0]))
+        return jnp.tanh(_dense(self.arch.hidden_size, self.arch, self.dtype, "dense", ("embed", None))(hidden[:, 0]))
 
 
 def encoder_positions(input_ids, length: int, padding_idx: Optional[int]):
@@ -285,6 +299,8 @@ class BertBackbone(nn.Module):
     arch: BertArch
     add_pooler: bool = True
     dtype: Any = jnp.float32
+    remat: str = "none"  # see mgpt.models.scan (BERT layers are not scanned)
+    attention_impl: str = ""
 
     @nn.compact
     def __call__(
@@ -324,7 +340,8 @@ class BertBackbone(nn.Module):
         x = BertEmbeddings(arch, self.dtype, name="embeddings")(
             input_ids, token_type_ids, position_ids, inputs_embeds, deterministic
         )
-        x, all_hidden = BertEncoder(arch, self.dtype, name="encoder")(
+        x = constrain_hidden(x)
+        x, all_hidden = BertEncoder(arch, self.dtype, self.remat, self.attention_impl, name="encoder")(
             x, attention_mask, deterministic, prefix_key_values, return_hidden_states
         )
         pooled = BertPooler(arch, self.dtype, name="pooler")(x) if self.add_pooler else None

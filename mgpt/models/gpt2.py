@@ -20,7 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mgpt.models.attention import attention
+from mgpt.models import scan as scan_lib
+from mgpt.models.attention import attention, update_kv_cache
+from mgpt.models.partitioning import EMBEDDING, constrain_hidden, dense_inits, named, norm_inits
 
 # Activation names used by transformers configs. "gelu" is the exact erf form; the *_new/_fast/_tanh
 # variants are the tanh approximation.
@@ -49,12 +51,14 @@ class BackboneOutput(NamedTuple):
 
     ``hidden_states`` follows transformers' ``output_hidden_states``: the embedding output, then each layer's
     output (for GPT-2 the last entry is after ``ln_f``); None unless requested. ``pooled`` is the encoder
-    pooler output, or None.
+    pooler output, or None. ``cache``: the updated per-layer :class:`KVCache` tuple when the decoder was
+    called with a cache, else None.
     """
 
     last_hidden_state: jax.Array
     hidden_states: Optional[tuple]
     pooled: Optional[jax.Array] = None
+    cache: Optional[tuple] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,28 +125,33 @@ class GPT2Arch:
         )
 
 
-def _dense(features: int, arch, dtype, name: str, use_bias: bool = True) -> nn.Dense:
+def _dense(features: int, arch, dtype, name: str, use_bias: bool = True, axes: tuple = (None, None)) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,  # master weights stay float32
-        kernel_init=nn.initializers.normal(arch.initializer_range),
         name=name,
+        **dense_inits(arch.initializer_range, axes),  # logical axis names for the sharding rules
     )
+
+
+def _layer_norm(eps: float, dtype, name: Optional[str] = None) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name, **norm_inits())
 
 
 class GPT2Attention(nn.Module):
     arch: GPT2Arch
     layer_idx: int
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
-    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
+    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
         batch, length, width = x.shape
         head_dim = width // arch.n_head
-        qkv = _dense(3 * width, arch, self.dtype, "c_attn")(x)
+        qkv = _dense(3 * width, arch, self.dtype, "c_attn", axes=("embed", "heads"))(x)
         q, k, v = jnp.split(qkv, 3, axis=-1)
         q, k, v = (t.reshape(batch, length, arch.n_head, head_dim) for t in (q, k, v))
         scale = head_dim**-0.5 if arch.scale_attn_weights else 1.0
@@ -150,6 +159,11 @@ class GPT2Attention(nn.Module):
             scale /= float(self.layer_idx + 1)
         use_dropout = not deterministic and arch.attn_pdrop > 0
         prefix_key, prefix_value = prefix_kv if prefix_kv is not None else (None, None)
+        q_positions = None
+        if cache is not None:  # decoding: write the new keys/values, attend over every filled slot
+            cache, filled, q_positions = update_kv_cache(cache, k, v)
+            k, v = cache.key, cache.value
+            key_mask = filled if key_mask is None else jnp.logical_and(filled, key_mask.astype(bool))
         out = attention(
             q,
             k,
@@ -158,13 +172,16 @@ class GPT2Attention(nn.Module):
             causal=True,
             prefix_key=prefix_key,
             prefix_value=prefix_value,
+            q_positions=q_positions,
             scale=scale,
             dropout_rate=arch.attn_pdrop,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
             deterministic=deterministic,
+            implementation=self.attention_impl or None,
         )
-        out = _dense(width, arch, self.dtype, "c_proj")(out.reshape(batch, length, width))
-        return nn.Dropout(arch.resid_pdrop)(out, deterministic=deterministic)
+        out = _dense(width, arch, self.dtype, "c_proj", axes=("heads", "embed"))(out.reshape(batch, length, width))
+        out = nn.Dropout(arch.resid_pdrop)(out, deterministic=deterministic)
+        return out if cache is None else (out, cache)
 
 
 class GPT2MLP(nn.Module):
@@ -174,9 +191,9 @@ class GPT2MLP(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool):
         arch = self.arch
-        h = _dense(arch.n_inner, arch, self.dtype, "c_fc")(x)
+        h = _dense(arch.n_inner, arch, self.dtype, "c_fc", axes=("embed", "mlp"))(x)
         h = activation_fn(arch.activation)(h)
-        h = _dense(arch.n_embd, arch, self.dtype, "c_proj")(h)
+        h = _dense(arch.n_embd, arch, self.dtype, "c_proj", axes=("mlp", "embed"))(h)
         return nn.Dropout(arch.resid_pdrop)(h, deterministic=deterministic)
 
 
@@ -184,30 +201,48 @@ class GPT2Block(nn.Module):
     arch: GPT2Arch
     layer_idx: int
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
-    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
+    def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         eps = self.arch.layer_norm_epsilon
-        h = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name="ln_1")(x)
-        x = x + GPT2Attention(self.arch, self.layer_idx, self.dtype, name="attn")(h, key_mask, deterministic, prefix_kv)
-        h = nn.LayerNorm(epsilon=eps, dtype=self.dtype, name="ln_2")(x)
-        return x + GPT2MLP(self.arch, self.dtype, name="mlp")(h, deterministic)
+        h = _layer_norm(eps, self.dtype, "ln_1")(x)
+        attn = GPT2Attention(self.arch, self.layer_idx, self.dtype, self.attention_impl, name="attn")(
+            h, key_mask, deterministic, prefix_kv, cache)
+        if cache is not None:  # with a cache the attention also returns the layer's updated cache
+            attn, cache = attn
+        x = x + attn
+        h = _layer_norm(eps, self.dtype, "ln_2")(x)
+        x = x + GPT2MLP(self.arch, self.dtype, name="mlp")(h, deterministic)
+        return x if cache is None else (x, cache)
 
 
 class GPT2Backbone(nn.Module):
-    """GPT-2 transformer: token + position embeddings, ``n_layer`` pre-LN blocks, final LayerNorm."""
+    """GPT-2 transformer: token + position embeddings, ``n_layer`` pre-LN blocks, final LayerNorm.
+
+    ``remat``/``scan_layers`` (see :mod:`mgpt.models.scan`) change how the blocks run, not the result;
+    scanned, the blocks' params are one stack ``h`` instead of ``h_0 .. h_{L-1}``.
+    """
 
     arch: GPT2Arch
     dtype: Any = jnp.float32
+    remat: str = "none"
+    scan_layers: bool = False
+    attention_impl: str = ""
 
     def setup(self):
         arch = self.arch
         init = nn.initializers.normal(arch.initializer_range)
-        self.wte = nn.Embed(arch.vocab_size, arch.n_embd, embedding_init=init, dtype=self.dtype)
-        self.wpe = nn.Embed(arch.n_positions, arch.n_embd, embedding_init=init, dtype=self.dtype)
+        self.wte = nn.Embed(arch.vocab_size, arch.n_embd, embedding_init=named(init, EMBEDDING), dtype=self.dtype)
+        self.wpe = nn.Embed(arch.n_positions, arch.n_embd, embedding_init=named(init, (None, "embed")),
+                            dtype=self.dtype)
         self.drop = nn.Dropout(arch.embd_pdrop)
-        self.h = [GPT2Block(arch, i, self.dtype) for i in range(arch.n_layer)]  # named h_0, h_1, ...
-        self.ln_f = nn.LayerNorm(epsilon=arch.layer_norm_epsilon, dtype=self.dtype)
+        block = scan_lib.layer_class(GPT2Block, self.remat, 3, self.scan_layers)  # arg 3: deterministic
+        if self.scan_layers:
+            self.h = block(arch, 0, self.dtype, self.attention_impl)  # one block, params stacked per layer
+        else:
+            self.h = [block(arch, i, self.dtype, self.attention_impl) for i in range(arch.n_layer)]  # h_0, ...
+        self.ln_f = _layer_norm(arch.layer_norm_epsilon, self.dtype)
 
     def __call__(
         self,
@@ -219,6 +254,7 @@ class GPT2Backbone(nn.Module):
         prefix_key_values: Optional[Sequence] = None,
         deterministic: bool = True,
         return_hidden_states: bool = False,
+        cache: Optional[Sequence] = None,
     ) -> BackboneOutput:
         """Run the transformer.
 
@@ -226,6 +262,9 @@ class GPT2Backbone(nn.Module):
         (1 = real); ``position_ids`` default to ``0..T-1`` for every row (matches transformers for
         right-padded batches). ``token_type_ids`` is accepted for a uniform call signature and ignored.
         ``prefix_key_values``: optional per-layer ``(key, value)`` pairs of shape ``(B, P, H, D)``.
+        ``cache``: per-layer :class:`~mgpt.models.attention.KVCache` ``(B, S, H, D)`` for decoding; then
+        ``position_ids`` ``(B, T)`` are required, ``attention_mask`` is ``(B, S)`` over the cache slots
+        (slot order is causal order) and the output carries the updated cache.
         """
         del token_type_ids  # GPT-2 batches carry none
         arch = self.arch
@@ -234,6 +273,8 @@ class GPT2Backbone(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         batch, length = inputs_embeds.shape[:2]
+        if cache is not None and position_ids is None:
+            raise ValueError("GPT-2: decoding with a cache needs the position_ids of the new tokens")
         if position_ids is None:
             if length > arch.n_positions:  # jnp indexing would silently clamp
                 raise ValueError(f"GPT-2: sequence length {length} exceeds n_positions={arch.n_positions}")
@@ -241,17 +282,15 @@ class GPT2Backbone(nn.Module):
         if prefix_key_values is not None and len(prefix_key_values) != arch.n_layer:
             raise ValueError(f"GPT-2: {len(prefix_key_values)} prefix key/value pairs for {arch.n_layer} layers")
         x = inputs_embeds.astype(self.dtype) + self.wpe(position_ids)
-        x = self.drop(x, deterministic=deterministic)
-        all_hidden = [x] if return_hidden_states else None
-        for i, block in enumerate(self.h):
-            prefix = prefix_key_values[i] if prefix_key_values is not None else None
-            x = block(x, attention_mask, deterministic, prefix)
-            if return_hidden_states and i < arch.n_layer - 1:
-                all_hidden.append(x)
+        x = constrain_hidden(self.drop(x, deterministic=deterministic))
+        first = x
+        x, outputs, new_cache = scan_lib.run_layers(
+            self.h, x, (attention_mask,), deterministic, prefix_key_values, cache,
+            keep_hidden=return_hidden_states, scanned=self.scan_layers, length=arch.n_layer)
         x = self.ln_f(x)
-        if return_hidden_states:
-            all_hidden.append(x)  # transformers reports the last layer after ln_f
-        return BackboneOutput(x, tuple(all_hidden) if return_hidden_states else None, None)
+        # transformers reports the last layer after ln_f
+        all_hidden = (first, *outputs[:-1], x) if return_hidden_states else None
+        return BackboneOutput(x, all_hidden, None, new_cache)
 
     def attend(self, hidden):
         """Logits over the vocabulary with the token embedding as output matrix (the tied LM head)."""

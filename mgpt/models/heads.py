@@ -25,17 +25,19 @@ import jax.numpy as jnp
 from mgpt.models.bert import BertBackbone
 from mgpt.models.gpt2 import BackboneOutput, GPT2Backbone
 from mgpt.models.llama import LlamaBackbone
+from mgpt.models.partitioning import dense_inits
 from mgpt.models.spec import DTYPES, FAMILIES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
 
 
-def _classifier(features: int, arch, dtype, name: str, use_bias: bool = True) -> nn.Dense:
+def _classifier(features: int, arch, dtype, name: str, use_bias: bool = True,
+                axes: tuple = ("embed", None)) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=nn.initializers.normal(arch.initializer_range),
         name=name,
+        **dense_inits(arch.initializer_range, axes),  # logical axis names for the sharding rules
     )
 
 
@@ -144,9 +146,8 @@ class CausalLMHead(nn.Module):
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
-        return _classifier(self.arch.vocab_size, self.arch, self.dtype, "lm_head", use_bias=False)(
-            out.last_hidden_state
-        )
+        return _classifier(self.arch.vocab_size, self.arch, self.dtype, "lm_head", use_bias=False,
+                           axes=("embed", "vocab"))(out.last_hidden_state)
 
 
 class TaskModel(nn.Module):
@@ -158,6 +159,11 @@ class TaskModel(nn.Module):
 
     returns float32 logits: (B, T, V) causal_lm, (B, C) sequence_classification, (B, T, C)
     token_classification, (B,) regression; with ``return_hidden_states`` a ``(logits, hidden_states)`` pair.
+
+    Decoding (decoder families): pass ``cache`` (a tuple of per-layer
+    :class:`~mgpt.models.attention.KVCache`, see :func:`mgpt.generate.init_cache`), ``position_ids``
+    ``(B, T)`` of the new tokens and ``attention_mask`` ``(B, S)`` over all cache slots; the call then
+    returns ``(logits, new_cache)`` (``(logits, hidden_states, new_cache)`` with ``return_hidden_states``).
     """
 
     spec: ModelSpec
@@ -166,12 +172,13 @@ class TaskModel(nn.Module):
         spec = self.spec
         dtype = spec.compute_dtype
         kind = spec.backbone_kind
+        run = dict(remat=spec.remat, attention_impl=spec.attention_impl)  # how it runs, not what it computes
         if kind == "gpt2":
-            self.backbone = GPT2Backbone(spec.arch, dtype)
+            self.backbone = GPT2Backbone(spec.arch, dtype, scan_layers=spec.scan_layers, **run)
         elif kind == "llama":
-            self.backbone = LlamaBackbone(spec.arch, dtype)
+            self.backbone = LlamaBackbone(spec.arch, dtype, scan_layers=spec.scan_layers, **run)
         else:
-            self.backbone = BertBackbone(spec.arch, add_pooler=spec.uses_pooler, dtype=dtype)
+            self.backbone = BertBackbone(spec.arch, add_pooler=spec.uses_pooler, dtype=dtype, **run)
         if spec.task == "causal_lm":
             self.head = None if spec.tied_lm_head else CausalLMHead(spec.arch, dtype)
         elif spec.task == "token_classification":
@@ -199,8 +206,14 @@ class TaskModel(nn.Module):
         prefix_key_values: Optional[Sequence] = None,
         deterministic: bool = True,
         return_hidden_states: bool = False,
+        cache: Optional[Sequence] = None,
     ) -> BackboneOutput:
         """Only the backbone (use with ``model.apply(..., method=model.encode)``)."""
+        extra = {}
+        if cache is not None:  # only the decoder families decode with a KV cache
+            if not self.spec.is_decoder:
+                raise ValueError(f"{self.spec.family}: decoding with a KV cache needs a decoder model")
+            extra["cache"] = cache
         return self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -210,6 +223,7 @@ class TaskModel(nn.Module):
             prefix_key_values=prefix_key_values,
             deterministic=deterministic,
             return_hidden_states=return_hidden_states,
+            **extra,
         )
 
     def __call__(
@@ -222,6 +236,7 @@ class TaskModel(nn.Module):
         prefix_key_values: Optional[Sequence] = None,
         deterministic: bool = True,
         return_hidden_states: bool = False,
+        cache: Optional[Sequence] = None,
     ):
         out = self.encode(
             input_ids,
@@ -232,6 +247,7 @@ class TaskModel(nn.Module):
             prefix_key_values,
             deterministic,
             return_hidden_states,
+            cache,
         )
         if self.head is None:
             logits = self.backbone.attend(out.last_hidden_state)
@@ -240,9 +256,20 @@ class TaskModel(nn.Module):
         if self.spec.task == "regression":
             logits = logits[..., 0]
         logits = logits.astype(jnp.float32)  # losses and metrics always see float32
+        if cache is not None:
+            return (logits, out.hidden_states, out.cache) if return_hidden_states else (logits, out.cache)
         if return_hidden_states:
             return logits, out.hidden_states
         return logits
+
+    def project(self, hidden):
+        """Causal LM: float32 vocabulary logits of final hidden states ``(..., E)`` (the output projection
+        alone, so a loss can run it chunk by chunk; use with ``model.apply(..., method="project")``)."""
+        if self.spec.task != "causal_lm":
+            raise ValueError(f"project: only causal_lm models have an output projection, not {self.spec.task}")
+        if self.head is None:
+            return self.backbone.attend(hidden).astype(jnp.float32)
+        return self.head(BackboneOutput(hidden, None), None, True).astype(jnp.float32)
 
 
 def build_model(spec: ModelSpec) -> TaskModel:

@@ -23,6 +23,7 @@ import numpy as np
 from flax import traverse_util
 
 from mgpt.models import safetensors_io as st
+from mgpt.models import scan as scan_lib
 from mgpt.models.safetensors_io import CheckpointError
 from mgpt.models.heads import TaskModel, build_model
 from mgpt.models.mappings import (
@@ -198,9 +199,12 @@ def _init_value(path: tuple[str, ...], shape, std: float, seed: int) -> jax.Arra
 
 def abstract_params(model: TaskModel) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Every parameter path of the model and its shape, without allocating anything."""
+    from flax.core import meta
+
     ids = jnp.zeros((1, 1), jnp.int32)
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, attention_mask=jnp.ones_like(ids)))
-    return {path: tuple(x.shape) for path, x in traverse_util.flatten_dict(variables["params"]).items()}
+    params = meta.unbox(variables["params"])  # drop the logical-partitioning boxes
+    return {path: tuple(x.shape) for path, x in traverse_util.flatten_dict(params).items()}
 
 
 def load_params(
@@ -211,7 +215,19 @@ def load_params(
     shardings: Any = None,
     mesh: Optional[jax.sharding.Mesh] = None,
 ) -> tuple[dict, LoadReport]:
-    """Read the checkpoint into mgpt's param tree, checking every name and shape; see the module docstring."""
+    """Read the checkpoint into mgpt's param tree, checking every name and shape; see the module docstring.
+
+    For a ``scan_layers`` spec the layers are read one by one as usual, then stacked (briefly holding both
+    copies of the layers) and placed on ``shardings``, which then describe the scanned layout.
+    """
+    if spec.scan_layers:
+        per_layer = scan_lib.unstack_shardings(shardings, spec)
+        params, report = load_params(directory, dataclasses.replace(spec, scan_layers=False), seed, param_dtype,
+                                     per_layer, mesh)
+        sharding_of = sharding_resolver(shardings, mesh)
+        stacked = traverse_util.flatten_dict(scan_lib.to_scanned(params, spec))
+        placed = {path: _place(value, sharding_of(path)) for path, value in stacked.items()}
+        return traverse_util.unflatten_dict(placed), report
     files = checkpoint_files(directory)
     headers = {path: _header(path) for path in sorted(set(files.values()))}
     shapes = {name: tuple(headers[files[name]][name]["shape"]) for name in files}
@@ -360,6 +376,9 @@ def load_pretrained(
     param_dtype: str = "float32",
     shardings: Any = None,
     mesh: Optional[jax.sharding.Mesh] = None,
+    remat: str = "none",
+    scan_layers: bool = False,
+    attention_impl: str = "",
 ):
     """Load a transformers checkpoint as ``(model, params, spec, tokenizer)``.
 
@@ -368,16 +387,35 @@ def load_pretrained(
     a pytree like the params (leaves ``Sharding``, or ``PartitionSpec`` with ``mesh``), a callable
     ``"backbone/.../kernel" -> Sharding`` or one ``Sharding``; without it parameters are replicated over
     ``mesh``, or put on the first device. ``spec.load_report`` says which head tensors were loaded and which
-    initialised (normal(initializer_range), bias 0, seeded).
+    initialised (normal(initializer_range), bias 0, seeded). ``remat``, ``scan_layers`` and ``attention_impl``
+    set how the model runs (see :func:`mgpt.models.make_spec`); with ``scan_layers`` the layers' params are
+    stacked (:mod:`mgpt.models.scan`).
+    """
+    spec = pretrained_spec(name_or_path, task, num_labels, dtype, dropout, remat=remat, scan_layers=scan_layers,
+                           attention_impl=attention_impl)
+    directory = resolve_checkpoint_dir(name_or_path)
+    params, report = load_params(directory, spec, seed, param_dtype, shardings, mesh)
+    spec = dataclasses.replace(spec, load_report=report)
+    return build_model(spec), params, spec, load_tokenizer(directory)
+
+
+def pretrained_spec(
+    name_or_path: str | os.PathLike,
+    task: str = "causal_lm",
+    num_labels: Optional[int] = None,
+    dtype: str = "float32",
+    dropout: Optional[float] = None,
+    **options,
+) -> ModelSpec:
+    """The :class:`ModelSpec` :func:`load_pretrained` builds for a checkpoint, without reading its weights.
+
+    Lets a caller derive the parameters' shardings (from the model's logical axes) before loading, so each
+    tensor is placed directly where it belongs. ``options``: ``remat``, ``scan_layers``, ``attention_impl``.
     """
     from transformers import AutoConfig
 
     directory = resolve_checkpoint_dir(name_or_path)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
+    if not os.path.isfile(os.path.join(directory, "config.json")):
         raise CheckpointError(f"{directory}: no config.json")
     hf_config = AutoConfig.from_pretrained(directory)
-    spec = make_spec(hf_config, task, num_labels, dtype, dropout, os.fspath(name_or_path))
-    params, report = load_params(directory, spec, seed, param_dtype, shardings, mesh)
-    spec = dataclasses.replace(spec, load_report=report)
-    return build_model(spec), params, spec, load_tokenizer(directory)
+    return make_spec(hf_config, task, num_labels, dtype, dropout, os.fspath(name_or_path), **options)

@@ -28,6 +28,8 @@ def export_plan(spec: ModelSpec, params: dict) -> tuple[list[tuple[str, np.dtype
     tensor as a host array (transposed to PyTorch's layout) when asked, so only one is on the host at a time."""
     table = mapping_table(spec)
     flat = traverse_util.flatten_dict(dict(params))
+    if spec.scan_layers:  # export per layer, each sliced from the stack only when written
+        flat = _layer_views(flat, spec)
     known = {entry.path for entry in table.values()}
     extra = sorted("/".join(p) for p in flat if p not in known)
     if extra:
@@ -46,10 +48,36 @@ def export_plan(spec: ModelSpec, params: dict) -> tuple[list[tuple[str, np.dtype
 
     def produce(full: str) -> np.ndarray:
         value, transpose = sources[full]
+        if isinstance(value, _LayerView):
+            value = value.stacked[value.index]
         array = np.asarray(jax.device_get(value))
         return array.T if transpose else array
 
     return plan, produce
+
+
+class _LayerView:
+    """Layer ``index`` of a scanned (stacked) parameter, not sliced until read."""
+
+    def __init__(self, stacked, index: int):
+        self.stacked, self.index = stacked, index
+        self.shape, self.dtype = tuple(stacked.shape[1:]), stacked.dtype
+
+
+def _layer_views(flat: dict, spec: ModelSpec) -> dict:
+    """Flat scanned params -> flat per-layer paths (``backbone/h_3/...``) holding :class:`_LayerView` s."""
+    from mgpt.models.scan import SCANNED_LAYERS
+
+    name, count_field = SCANNED_LAYERS[spec.backbone_kind]
+    count = getattr(spec.arch, count_field)
+    out = {}
+    for path, value in flat.items():
+        if path[:2] == ("backbone", name):
+            for i in range(count):
+                out[("backbone", f"{name}_{i}") + path[2:]] = _LayerView(value, i)
+        else:
+            out[path] = value
+    return out
 
 
 def hf_state_dict(spec: ModelSpec, params: dict) -> dict[str, np.ndarray]:

@@ -28,8 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mgpt.models.attention import attention
+from mgpt.models import scan as scan_lib
+from mgpt.models.attention import attention, update_kv_cache
 from mgpt.models.gpt2 import BackboneOutput, activation_fn
+from mgpt.models.partitioning import EMBEDDING, NORM, constrain_hidden, dense_inits, named
 
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 
@@ -197,14 +199,14 @@ def default_positions(attention_mask, batch: int, length: int):
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
-def _dense(features: int, arch: LlamaArch, dtype, name: str, use_bias: bool) -> nn.Dense:
+def _dense(features: int, arch: LlamaArch, dtype, name: str, use_bias: bool, axes: tuple = (None, None)) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,  # master weights stay float32
-        kernel_init=nn.initializers.normal(arch.initializer_range),
         name=name,
+        **dense_inits(arch.initializer_range, axes),  # logical axis names for the sharding rules
     )
 
 
@@ -218,7 +220,7 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         init = nn.initializers.zeros if self.gemma else nn.initializers.ones
-        scale = self.param("scale", init, (x.shape[-1],), jnp.float32)
+        scale = self.param("scale", named(init, NORM), (x.shape[-1],), jnp.float32)
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
         if self.gemma:  # GemmaRMSNorm multiplies in float32, then casts
@@ -230,19 +232,26 @@ class LlamaAttention(nn.Module):
     arch: LlamaArch
     layer_idx: int
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None):
+    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
         batch, length, _ = x.shape
         heads, kv_heads, dim = arch.num_heads, arch.num_kv_heads, arch.head_dim
 
         def project(name, count, bias):
-            return _dense(count * dim, arch, self.dtype, name, bias)(x).reshape(batch, length, count, dim)
+            dense = _dense(count * dim, arch, self.dtype, name, bias, axes=("embed", "heads"))
+            return dense(x).reshape(batch, length, count, dim)
 
         q = apply_rope(project("q_proj", heads, arch.qkv_bias), cos, sin)
         k = apply_rope(project("k_proj", kv_heads, arch.qkv_bias), cos, sin)
         v = project("v_proj", kv_heads, arch.qkv_bias)
+        q_positions = None
+        if cache is not None:  # decoding: the cache keeps kv heads (rotated keys); attend over every filled slot
+            cache, filled, q_positions = update_kv_cache(cache, k, v)
+            k, v = cache.key, cache.value
+            key_mask = filled if key_mask is None else jnp.logical_and(filled, key_mask.astype(bool))
         groups = heads // kv_heads  # grouped-query attention: kv head j serves query heads j*groups..
         k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
         prefix_key = prefix_value = None
@@ -258,12 +267,16 @@ class LlamaAttention(nn.Module):
             sliding_window=arch.sliding_windows[self.layer_idx],
             prefix_key=prefix_key,
             prefix_value=prefix_value,
+            q_positions=q_positions,
             scale=dim**-0.5,
             dropout_rate=arch.attention_dropout,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
             deterministic=deterministic,
+            implementation=self.attention_impl or None,
         )
-        return _dense(arch.hidden_size, arch, self.dtype, "o_proj", arch.o_bias)(out.reshape(batch, length, -1))
+        out = _dense(arch.hidden_size, arch, self.dtype, "o_proj", arch.o_bias, axes=("heads", "embed"))(
+            out.reshape(batch, length, -1))
+        return out if cache is None else (out, cache)
 
 
 class LlamaMLP(nn.Module):
@@ -273,9 +286,9 @@ class LlamaMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         arch = self.arch
-        gate = _dense(arch.intermediate_size, arch, self.dtype, "gate_proj", arch.mlp_bias)(x)
-        up = _dense(arch.intermediate_size, arch, self.dtype, "up_proj", arch.mlp_bias)(x)
-        return _dense(arch.hidden_size, arch, self.dtype, "down_proj", arch.mlp_bias)(
+        gate = _dense(arch.intermediate_size, arch, self.dtype, "gate_proj", arch.mlp_bias, ("embed", "mlp"))(x)
+        up = _dense(arch.intermediate_size, arch, self.dtype, "up_proj", arch.mlp_bias, ("embed", "mlp"))(x)
+        return _dense(arch.hidden_size, arch, self.dtype, "down_proj", arch.mlp_bias, ("mlp", "embed"))(
             activation_fn(arch.activation)(gate) * up
         )
 
@@ -284,29 +297,45 @@ class LlamaDecoderLayer(nn.Module):
     arch: LlamaArch
     layer_idx: int
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
     @nn.compact
-    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None):
+    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
         h = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype, name="input_layernorm")(x)
-        x = x + LlamaAttention(arch, self.layer_idx, self.dtype, name="self_attn")(
-            h, cos, sin, key_mask, deterministic, prefix_kv
+        attn = LlamaAttention(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")(
+            h, cos, sin, key_mask, deterministic, prefix_kv, cache
         )
+        if cache is not None:  # with a cache the attention also returns the layer's updated cache
+            attn, cache = attn
+        x = x + attn
         h = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype, name="post_attention_layernorm")(x)
-        return x + LlamaMLP(arch, self.dtype, name="mlp")(h)
+        x = x + LlamaMLP(arch, self.dtype, name="mlp")(h)
+        return x if cache is None else (x, cache)
 
 
 class LlamaBackbone(nn.Module):
-    """Token embeddings, ``num_layers`` pre-norm decoder layers, final RMSNorm."""
+    """Token embeddings, ``num_layers`` pre-norm decoder layers, final RMSNorm.
+
+    ``remat``/``scan_layers`` (see :mod:`mgpt.models.scan`) change how the layers run, not the result;
+    scanned, the layers' params are one stack ``layers`` instead of ``layers_0 .. layers_{L-1}``.
+    """
 
     arch: LlamaArch
     dtype: Any = jnp.float32
+    remat: str = "none"
+    scan_layers: bool = False
+    attention_impl: str = ""
 
     def setup(self):
         arch = self.arch
         self.embed_tokens = nn.Embed(arch.vocab_size, arch.hidden_size, dtype=self.dtype,
-                                     embedding_init=nn.initializers.normal(arch.initializer_range))
-        self.layers = [LlamaDecoderLayer(arch, i, self.dtype) for i in range(arch.num_layers)]  # layers_0, ...
+                                     embedding_init=named(nn.initializers.normal(arch.initializer_range), EMBEDDING))
+        layer = scan_lib.layer_class(LlamaDecoderLayer, self.remat, 5, self.scan_layers)  # arg 5: deterministic
+        if self.scan_layers:
+            self.layers = layer(arch, 0, self.dtype, self.attention_impl)  # one layer, params stacked per layer
+        else:
+            self.layers = [layer(arch, i, self.dtype, self.attention_impl) for i in range(arch.num_layers)]
         self.norm = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype)
 
     def __call__(
@@ -319,6 +348,7 @@ class LlamaBackbone(nn.Module):
         prefix_key_values: Optional[Sequence] = None,
         deterministic: bool = True,
         return_hidden_states: bool = False,
+        cache: Optional[Sequence] = None,
     ) -> BackboneOutput:
         """Run the decoder.
 
@@ -326,7 +356,10 @@ class LlamaBackbone(nn.Module):
         embeddings, as transformers does); ``attention_mask`` ``(B, T)`` (1 = real); ``position_ids`` default
         to cumulative positions over real tokens (``0..T-1`` for right padding). ``token_type_ids`` is accepted
         for a uniform call signature and ignored. ``prefix_key_values``: optional per-layer ``(key, value)``
-        pairs ``(B, P, num_kv_heads, head_dim)``.
+        pairs ``(B, P, num_kv_heads, head_dim)``. ``cache``: per-layer
+        :class:`~mgpt.models.attention.KVCache` ``(B, S, num_kv_heads, head_dim)`` for decoding; then
+        ``position_ids`` ``(B, T)`` are required, ``attention_mask`` is ``(B, S)`` over the cache slots (slot
+        order is causal order) and the output carries the updated cache.
         """
         del token_type_ids
         arch = self.arch
@@ -339,6 +372,8 @@ class LlamaBackbone(nn.Module):
         else:
             x = inputs_embeds.astype(self.dtype)
         batch, length = x.shape[:2]
+        if cache is not None and position_ids is None:
+            raise ValueError(f"{arch.family}: decoding with a cache needs the position_ids of the new tokens")
         if position_ids is None:
             position_ids = default_positions(attention_mask, batch, length)
         position_ids = jnp.broadcast_to(position_ids, (batch, length))
@@ -346,16 +381,14 @@ class LlamaBackbone(nn.Module):
             raise ValueError(f"{arch.family}: {len(prefix_key_values)} prefix key/value pairs "
                              f"for {arch.num_layers} layers")
         cos, sin = rope_cos_sin(position_ids, rope_inv_freq(arch))
-        all_hidden = [x] if return_hidden_states else None
-        for i, layer in enumerate(self.layers):
-            prefix = prefix_key_values[i] if prefix_key_values is not None else None
-            x = layer(x, cos, sin, attention_mask, deterministic, prefix)
-            if return_hidden_states and i < arch.num_layers - 1:
-                all_hidden.append(x)
+        x = first = constrain_hidden(x)
+        x, outputs, new_cache = scan_lib.run_layers(
+            self.layers, x, (cos, sin, attention_mask), deterministic, prefix_key_values, cache,
+            keep_hidden=return_hidden_states, scanned=self.scan_layers, length=arch.num_layers)
         x = self.norm(x)
-        if return_hidden_states:
-            all_hidden.append(x)  # transformers reports the last layer after the final norm
-        return BackboneOutput(x, tuple(all_hidden) if return_hidden_states else None, None)
+        # transformers reports the last layer after the final norm
+        all_hidden = (first, *outputs[:-1], x) if return_hidden_states else None
+        return BackboneOutput(x, all_hidden, None, new_cache)
 
     def attend(self, hidden):
         """Logits over the vocabulary with the token embedding as output matrix (the tied LM head)."""

@@ -10,10 +10,12 @@ import jax.numpy as jnp
 from mgpt.models.bert import BertArch
 from mgpt.models.gpt2 import GPT2Arch
 from mgpt.models.llama import LlamaArch
+from mgpt.models.scan import SCANNED_LAYERS, check_remat
 
 TASKS = ("sequence_classification", "token_classification", "regression", "causal_lm")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 LLAMA_FAMILIES = ("llama", "mistral", "qwen2", "gemma")
+ATTENTION_IMPLS = ("", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,9 @@ class ModelSpec:
     dtype: str = "float32"
     dropout: Optional[float] = None
     name_or_path: str = ""
+    remat: str = "none"  # none | full | dots | dots_no_batch (see mgpt.models.scan)
+    scan_layers: bool = False  # one nn.scan over the layers (params stacked on a leading axis)
+    attention_impl: str = ""  # jax.nn.dot_product_attention implementation: "" (XLA) | "cudnn"
     hf_config: Any = dataclasses.field(default=None, compare=False, repr=False)
     load_report: Any = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -86,8 +91,14 @@ def make_spec(
     dtype: str = "float32",
     dropout: Optional[float] = None,
     name_or_path: str = "",
+    remat: str = "none",
+    scan_layers: bool = False,
+    attention_impl: str = "",
 ) -> ModelSpec:
-    """Validate the task/family combination and build the spec from a transformers config."""
+    """Validate the task/family combination and build the spec from a transformers config.
+
+    ``remat``, ``scan_layers`` and ``attention_impl`` change how the model runs, never what it computes.
+    """
     family = getattr(hf_config, "model_type", None)
     if family not in FAMILIES:
         raise ValueError(f"model_type {family!r} is not supported; mgpt supports: {sorted(FAMILIES)}")
@@ -108,13 +119,36 @@ def make_spec(
             num_labels = int(hf_config.num_labels)
         if num_labels < 1:
             raise ValueError(f"task {task!r} needs num_labels >= 1, got {num_labels}")
+    arch = FAMILIES[family].read_arch(hf_config, dropout)
+    _check_execution(family, arch, remat, scan_layers, attention_impl)
     return ModelSpec(
         family=family,
         task=task,
         num_labels=int(num_labels),
-        arch=FAMILIES[family].read_arch(hf_config, dropout),
+        arch=arch,
         dtype=dtype,
         dropout=dropout,
         name_or_path=str(name_or_path),
+        remat=remat,
+        scan_layers=bool(scan_layers),
+        attention_impl=attention_impl,
         hf_config=hf_config,
     )
+
+
+def _check_execution(family: str, arch, remat: str, scan_layers: bool, attention_impl: str) -> None:
+    check_remat(remat)
+    if attention_impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl={attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+    if not scan_layers:
+        return
+    if FAMILIES[family].backbone not in SCANNED_LAYERS:
+        raise ValueError(f"scan_layers=True is not supported for {family!r}; it is for {sorted(SCANNED_LAYERS)} "
+                         "backbones (GPT-2 and the Llama family)")
+    # A scanned layer is one program for every layer: per-layer differences cannot be expressed.
+    if getattr(arch, "scale_attn_by_inverse_layer_idx", False):
+        raise ValueError("scan_layers=True: GPT-2 with scale_attn_by_inverse_layer_idx scales each layer "
+                         "differently; run it unscanned")
+    if len(set(getattr(arch, "sliding_windows", ()))) > 1:
+        raise ValueError(f"scan_layers=True: {family} layers have different sliding windows "
+                         f"{arch.sliding_windows}; run it unscanned")

@@ -51,16 +51,17 @@ def dense_modules(base_params: Any) -> dict[str, tuple[int, int]]:
     }
 
 
-def match(base_params: Any, pattern: str, what: str) -> list[str]:
-    """Dense module paths where ``pattern`` is found (``re.search``), in a stable order; none fails clearly."""
+def match(base_params: Any, pattern: str, what: str, allow_empty: bool = False) -> list[str]:
+    """Dense module paths where ``pattern`` is found (``re.search``), in a stable order; none fails clearly
+    (unless ``allow_empty``)."""
     try:
         regex = re.compile(pattern)
     except re.error as exc:
         raise ConfigError(f"{what}={pattern!r} is not a valid regular expression ({exc})") from None
     modules = dense_modules(base_params)
-    found = sorted((p for p in modules if regex.search(p)), key=_natural)
-    if not found:
-        sample = ", ".join(sorted(modules, key=_natural)[:8])
+    found = sorted((p for p in modules if regex.search(p)), key=natural_order)
+    if not found and not allow_empty:
+        sample = ", ".join(sorted(modules, key=natural_order)[:8])
         raise ConfigError(f"{what}={pattern!r} matches no dense module; module paths look like: {sample}, ...")
     return found
 
@@ -98,6 +99,14 @@ def nest(values: dict[str, Any]) -> dict:
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in values.items()})
 
 
-def _natural(path: str):
+def modules_of(tree: Any) -> dict[str, dict]:
+    """'/'-joined module path -> its leaf params, for a PEFT subtree nested like the base (e.g. LoRA's)."""
+    found: dict[str, dict] = {}
+    for path, value in traverse_util.flatten_dict(tree).items():
+        found.setdefault("/".join(path[:-1]), {})[path[-1]] = value
+    return found
+
+
+def natural_order(path: str):
     # layer_10 after layer_2
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mgpt.tasks.causal_lm import CausalLM
+from mgpt.tasks.generation import Generation
 from mgpt.tasks.multi_label_classification import MultiLabelClassification
 from mgpt.tasks.regression import Regression
 from mgpt.tasks.sequence_classification import SequenceClassification
@@ -14,20 +15,25 @@ TASKS = {
     "token_classification": TokenClassification,
     "regression": Regression,
     "causal_lm": CausalLM,
+    "generation": Generation,  # causal-LM training, evaluated by generating (mgpt.tasks.generation)
 }
 
 
-def get_task(kind: str):
+def get_task(kind: str, loss_chunk_size: int = 0):
     """The task object for ``kind``; an unknown kind fails listing the valid ones.
 
     ``task.head`` names the model head to load (``load_pretrained(..., task=task.head)``): it is
     the kind itself, except multi-label classification, which uses the sequence-classification head.
+    ``loss_chunk_size`` (causal_lm only) computes the training loss a chunk of positions at a time.
     """
-    try:
-        return TASKS[kind]()
-    except KeyError:
-        raise ValueError(f"unknown task kind {kind!r}: valid kinds are {', '.join(TASKS)}") from None
+    if kind not in TASKS:
+        raise ValueError(f"unknown task kind {kind!r}: valid kinds are {', '.join(TASKS)}")
+    if kind in ("causal_lm", "generation"):  # generation trains with the causal-LM loss
+        return TASKS[kind](loss_chunk_size)
+    if loss_chunk_size:
+        raise ValueError(f"task.loss_chunk_size={loss_chunk_size} is for causal_lm only, not {kind}")
+    return TASKS[kind]()
 
 
 __all__ = ["get_task", "TASKS", "word_predictions", "SequenceClassification", "TokenClassification",
-           "Regression", "CausalLM", "MultiLabelClassification"]
+           "Regression", "CausalLM", "Generation", "MultiLabelClassification"]

@@ -39,9 +39,21 @@ class CausalLM:
     default_metric = "loss"
     default_mode = "min"
 
+    def __init__(self, loss_chunk_size: int = 0):
+        if loss_chunk_size < 0:
+            raise ValueError(f"task.loss_chunk_size must be >= 0, got {loss_chunk_size}")
+        # > 0: training asks the model for hidden states and runs the output projection chunk by chunk
+        self.loss_chunk_size = int(loss_chunk_size)
+
     def loss(self, logits, batch):
         """(sum, count) of next-token cross-entropy; labels (B, T) unshifted, -100 ignored."""
         return losses.causal_lm_loss(logits, batch["labels"], batch.get("example_weight"))
+
+    def loss_from_hidden(self, hidden, project, batch):
+        """The same (sum, count) from final hidden states and the output projection ``project``,
+        ``loss_chunk_size`` positions at a time (see :func:`mgpt.losses.chunked_causal_lm_loss`)."""
+        return losses.chunked_causal_lm_loss(hidden, project, batch["labels"], batch.get("example_weight"),
+                                             self.loss_chunk_size)
 
     def predict(self, logits, batch):
         """Arg-max next token at every position (B, T): position t predicts token t + 1."""

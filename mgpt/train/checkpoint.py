@@ -3,7 +3,9 @@
 Two ``CheckpointManager``s under the workdir:
 - ``checkpoints/``: full train state plus loop metadata, the latest ``max_to_keep`` kept;
 - ``best/``: params plus metadata of the best evaluation so far (saved only when it improves).
-Saves are asynchronous; :meth:`Checkpoints.close` waits for them.
+Saves are asynchronous; :meth:`Checkpoints.close` waits for them. With ``partial`` (a
+:class:`mgpt.peft.checkpoint.TrainableOnly`, for ``checkpoint.trainable_only``) only the trained params are
+written, with the frozen base model's identity in the metadata, and restoring fills the frozen ones back in.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def _manager(directory: str, max_to_keep: int, async_save: bool, read_only: bool
 class Checkpoints:
     """Latest-N and best checkpoints of one run."""
 
-    def __init__(self, workdir: str, cfg: CheckpointConfig):
-        self.cfg = cfg
+    def __init__(self, workdir: str, cfg: CheckpointConfig, partial: Any = None):
+        self.cfg, self.partial = cfg, partial
         self.latest = _manager(os.path.join(workdir, LATEST_DIR), cfg.max_to_keep, cfg.async_save)
         self.best = _manager(os.path.join(workdir, BEST_DIR), 1, cfg.async_save) if cfg.keep_best else None
 
@@ -41,23 +43,35 @@ class Checkpoints:
         """Save the full state (asynchronously) with JSON metadata such as early-stopping counters."""
         if step in self.latest.all_steps():
             return  # already saved at this step (e.g. at an evaluation just before a stop)
+        if self.partial is not None:
+            state, meta = self.partial.pack_state(state), self.partial.stamp(meta)
         self.latest.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
 
     def save_best(self, step: int, params: Any, meta: dict) -> None:
         if self.best is not None:
+            if self.partial is not None:
+                params, meta = self.partial.pack(params), self.partial.stamp(meta)
             self.best.save(
                 step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta))
             )
 
-    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-        """The state at ``step`` (default: latest), laid out like ``target`` (abstract, with shardings)."""
+    def restore(self, target: Any, step: int | None = None, fill: Any = None) -> tuple[Any, dict]:
+        """The state at ``step`` (default: latest), laid out like ``target`` (abstract, with shardings).
+
+        With ``partial``, ``fill`` (the params loaded at start-up) supplies the frozen params.
+        """
         step = self.latest.latest_step() if step is None else step
+        item = target if self.partial is None else self.partial.pack_state(target)
         restored = self.latest.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(item), meta=ocp.args.JsonRestore())
         )
-        return restored["state"], restored["meta"]
+        state, meta = restored["state"], restored["meta"]
+        if self.partial is not None:
+            self.partial.check(meta, f"{self.latest.directory} step {step}")
+            state = dict(state, params=self.partial.unpack(state["params"], fill, target["params"]))
+        return state, meta
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -71,12 +85,16 @@ class Checkpoints:
             self.best.close()
 
 
-def restore_params(path: str, target: Any) -> tuple[Any, dict, str]:
+def restore_params(path: str, target: Any, partial: Any = None, fill: Any = None) -> tuple[Any, dict, str]:
     """Params from a run for evaluation or prediction.
 
     ``path`` is a workdir (its best checkpoint, else the latest state), or a ``best/`` or
-    ``checkpoints/`` directory. Returns ``(params, meta, description)``.
+    ``checkpoints/`` directory. Returns ``(params, meta, description)``. For a ``trainable_only``
+    checkpoint pass ``partial`` and ``fill`` (see :meth:`Checkpoints.restore`).
     """
+    full_target = target
+    if partial is not None:
+        target = partial.pack(target)
     path = os.path.abspath(path)
     candidates = []
     if os.path.basename(path.rstrip("/")) in (BEST_DIR, LATEST_DIR):
@@ -103,6 +121,9 @@ def restore_params(path: str, target: Any) -> tuple[Any, dict, str]:
             ),
         )
         params = restored[key] if is_best else restored[key]["params"]
+        if partial is not None:
+            partial.check(restored["meta"], f"{directory} step {step}")
+            params = partial.unpack(params, fill, full_target)
         return params, restored["meta"], f"{directory} step {step}"
     raise FileNotFoundError(
         f"no checkpoint under {path}: expected a run's workdir, or its {BEST_DIR}/ or {LATEST_DIR}/ directory"

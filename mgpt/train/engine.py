@@ -30,18 +30,31 @@ class _TraceCounter:
         return self.fn(*args, **kwargs)
 
 
-class MeshEngine:
-    """One jitted, donated program over the device mesh; layouts come from ``parallel``."""
+def _in_layout(fn, layout: parallel.Layout):
+    """``fn`` traced with the layout's rules and mesh active (the models' activation constraints need them)."""
 
-    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1):
+    def traced(*args, **kwargs):
+        with layout.tracing():
+            return fn(*args, **kwargs)
+
+    return functools.update_wrapper(traced, getattr(fn, "func", fn))  # keeps the step's name in profiles
+
+
+class MeshEngine:
+    """One jitted, donated program over the device mesh; layouts come from ``parallel`` (a
+    :class:`~mgpt.parallel.Layout`: data parallel by default, or FSDP / tensor parallel by its rules)."""
+
+    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None):
         self.mesh = mesh
         self.optimizer = optimizer
+        self.layout = layout if layout is not None else parallel.Layout(mesh)
         self.step_fn = None
-        self._step = _TraceCounter(functools.partial(train_step, model=model, task=task, optimizer=optimizer,
-                                                     accumulation_steps=accumulation_steps))
+        step = functools.partial(train_step, model=model, task=task, optimizer=optimizer,
+                                 accumulation_steps=accumulation_steps)
+        self._step = _TraceCounter(_in_layout(step, self.layout))
 
     def create_state(self, params: Any, seed: int) -> dict:
-        state, self.shardings = state_lib.create_state(params, self.optimizer, seed, self.mesh)
+        state, self.shardings = state_lib.create_state(params, self.optimizer, seed, self.mesh, self.layout)
         self.step_fn = jax.jit(self._step, donate_argnums=0, out_shardings=(self.shardings, None))
         return state
 
@@ -113,9 +126,14 @@ class PmapEngine:
         return self._step.traces
 
 
-def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int = 1):
-    """The engine for ``parallel.mode``."""
+def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None):
+    """The engine for ``parallel.mode``; ``layout`` (a :class:`~mgpt.parallel.Layout`) is for mode=jit."""
     engines = {"jit": MeshEngine, "pmap": PmapEngine}
     if mode not in engines:
         raise ValueError(f"parallel.mode={mode!r}: expected one of {sorted(engines)}")
-    return engines[mode](mesh, model, task, optimizer, accumulation_steps)
+    if mode == "pmap":
+        if layout is not None and layout.rules != parallel.ACTIVATION_RULES:
+            raise ValueError(f"parallel.mode=pmap is plain data parallelism; sharding rules {layout.rules} "
+                             "need parallel.mode=jit")
+        return PmapEngine(mesh, model, task, optimizer, accumulation_steps)
+    return MeshEngine(mesh, model, task, optimizer, accumulation_steps, layout)

@@ -27,7 +27,12 @@ def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, fl
 
 
 def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]]:
-    """The task's full report on ``split`` and the scalars to log (loss included)."""
+    """The task's full report on ``split`` and the scalars to log (loss included).
+
+    A task with its own ``evaluate(run, params, split)`` (e.g. generation, which decodes text) is asked instead.
+    """
+    if hasattr(run.task, "evaluate"):
+        return run.task.evaluate(run, params, split)
     predictions, loss_sum, count = run_predictions(run, params, split)
     decoded = run.task.decode(predictions, run.data, split)
     report = run.task.report(decoded, run.task.references(run.data, split), run.data.label_names)
@@ -54,9 +59,15 @@ def write_json(path: str, payload: Any) -> str:
 
 
 def write_predictions(run, params: Any, split: str, path: str) -> int:
-    """One JSON object per example: the input fields and the prediction. Returns the count."""
-    predictions, _, _ = run_predictions(run, params, split)
-    decoded = run.task.decode(predictions, run.data, split)
+    """One JSON object per example: the input fields and the prediction. Returns the count.
+
+    A task with ``predict_split(run, params, split)`` (generation: the generated texts) supplies the predictions.
+    """
+    if hasattr(run.task, "predict_split"):
+        decoded = run.task.predict_split(run, params, split)
+    else:
+        predictions, _, _ = run_predictions(run, params, split)
+        decoded = run.task.decode(predictions, run.data, split)
     examples = run.data.examples[split]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

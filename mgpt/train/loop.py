@@ -19,9 +19,11 @@ import numpy as np
 
 from mgpt import config as config_lib
 from mgpt import optim, parallel
+from mgpt import peft as peft_lib
 from mgpt.data import Batches, build_datasets
-from mgpt.models import load_pretrained
-from mgpt.models.hf import load_tokenizer
+from mgpt.models import build_model, load_pretrained
+from mgpt.models.hf import load_tokenizer, pretrained_spec
+from mgpt.peft.checkpoint import TrainableOnly
 from mgpt.tasks import get_task
 from mgpt.train import checkpoint as checkpoint_lib
 from mgpt.train import engine as engine_lib
@@ -43,6 +45,8 @@ class Run:
     data: Any
     task: Any
     mesh: Any
+    trainable: Any = None  # bool tree like params (True = trained), or None when everything trains
+    layout: Any = None  # mgpt.parallel.Layout: how params, optimizer state and activations lie on the mesh
 
     def batches(self, split: str, batch_size: int, shuffle: bool) -> Batches:
         return Batches(self.data.splits[split], batch_size, self.config.train.seed, shuffle=shuffle)
@@ -53,22 +57,39 @@ class Run:
 
 
 def build_run(config: config_lib.ExperimentConfig) -> Run:
-    """Load the checkpoint, the data and the task; make the mesh."""
-    task = get_task(config.task.kind)
+    """Load the checkpoint, the data and the task; make the mesh and the layout on it."""
+    task = get_task(config.task.kind, config.task.loss_chunk_size)
     mesh = parallel.make_mesh(config.parallel)
+    if config.peft.method != "none" and (config.model.scan_layers or config.task.loss_chunk_size):
+        raise config_lib.ConfigError("model.scan_layers and task.loss_chunk_size do not combine with PEFT "
+                                     "(its targets name per-layer modules; its model runs whole)")
     # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
     tokenizer = load_tokenizer(config.model.name_or_path)
     data = build_datasets(config.data, config.task.kind, tokenizer)
     num_labels = config.task.num_labels or len(data.label_names) or None
+    kwargs = dict(task=task.head,  # the model head the task needs (multi-label uses the classification head)
+                  num_labels=num_labels, dtype=config.model.dtype, dropout=config.model.dropout,
+                  remat=config.model.remat, scan_layers=config.model.scan_layers,
+                  attention_impl=config.model.attention_impl)
+    # The layout comes from the model's logical axis names (an abstract init), before any weight is read,
+    # so each tensor is placed straight onto its sharding as it loads.
+    layout = parallel.make_layout(config.parallel, mesh, build_model(pretrained_spec(config.model.name_or_path,
+                                                                                     **kwargs)))
+    direct = config.parallel.mode == "jit" and jax.process_count() == 1  # else the engine lays params out
     model, params, spec, tokenizer = load_pretrained(
-        config.model.name_or_path,
-        task=task.head,  # the model head the task needs (multi-label uses the classification head)
-        num_labels=num_labels,
-        dtype=config.model.dtype,
-        dropout=config.model.dropout,
-        seed=config.train.seed,
-    )
-    return Run(config, model, params, spec, tokenizer, data, task, mesh)
+        config.model.name_or_path, seed=config.train.seed,
+        shardings=layout.model_param_shardings() if direct else None, **kwargs)
+    trainable = _trainable_mask(config, params)
+    if config.peft.method != "none":
+        # PEFT: params become {"base", "peft"}; optimizer.trainable (a regex over "base/..." and "peft/..."
+        # paths) can add more trained params, e.g. the LayerNorms.
+        model, params = peft_lib.wrap(model, params, spec, config.peft, jax.random.PRNGKey(config.train.seed))
+        trainable = model.trainable_mask(params)
+        if config.optimizer.trainable != "all":
+            extra = optim.trainable_mask(params, config.optimizer.trainable)
+            trainable = jax.tree_util.tree_map(lambda a, b: a or b, trainable, extra)
+            model = dataclasses.replace(model, base_trainable=trainable["base"])
+    return Run(config, model, params, spec, tokenizer, data, task, mesh, trainable, layout)
 
 
 def total_steps(config: config_lib.ExperimentConfig, steps_per_epoch: int) -> int:
@@ -96,6 +117,7 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     written, no final evaluation); running again resumes exactly where it stopped.
     """
     parallel.initialize_distributed(config.parallel)
+    enable_compilation_cache(config.train.compilation_cache_dir)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         config_lib.save_config(config, os.path.join(workdir, "config.json"))
@@ -110,6 +132,22 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     return loop.finish() if finished else {}
 
 
+def enable_compilation_cache(directory: str) -> None:
+    """Use (and fill) JAX's persistent compilation cache in ``directory``; "" leaves it off.
+
+    Every program is cached, however fast it compiled. JAX decides whether to use the cache at its first
+    compilation, so the decision is reset here in case something compiled before.
+    """
+    if not directory or jax.config.jax_compilation_cache_dir == directory:
+        return
+    from jax.experimental.compilation_cache import compilation_cache
+
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()
+
+
 class _Loop:
     """The mutable parts of one training run: state, counters, writers and checkpoints."""
 
@@ -119,18 +157,20 @@ class _Loop:
         self.batches = run.batches("train", tc.batch_size, shuffle=True)
         self.steps = total_steps(config, self.batches.steps_per_epoch)
         self.eval_every = tc.eval_every or self.batches.steps_per_epoch
-        optimizer = optim.make_optimizer(config.optimizer, self.steps, run.params)
-        mask = _trainable_mask(config, run.params)
+        optimizer = optim.make_optimizer(config.optimizer, self.steps, run.params, trainable_mask=run.trainable)
         log.info("parameters: %d total, %d trainable", optim.count_parameters(run.params),
-                 optim.count_parameters(run.params, mask))
+                 optim.count_parameters(run.params, run.trainable))
         self.engine = engine_lib.make_engine(config.parallel.mode, run.mesh, run.model, run.task, optimizer,
-                                             config.optimizer.accumulation_steps)
+                                             config.optimizer.accumulation_steps, run.layout)
         self.state = self.engine.create_state(run.params, tc.seed)
-        self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint) if config.checkpoint.enabled else None
+        self.checkpoints = None
+        if config.checkpoint.enabled:
+            self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint, _partial(run))
         self.meta = {"best_value": None, "best_step": None, "bad_evals": 0, "label_names": list(run.data.label_names)}
         self.start = 0
         if self.checkpoints is not None and self.checkpoints.latest_step() is not None:
-            restored, self.meta = self.checkpoints.restore(self.engine.restore_target(run.params, tc.seed))
+            restored, self.meta = self.checkpoints.restore(self.engine.restore_target(run.params, tc.seed),
+                                                           fill=run.params)
             self.state = self.engine.from_checkpoint(restored)
             self.start = int(restored["step"])
             log.info("resumed from %s at step %d", os.path.join(workdir, checkpoint_lib.LATEST_DIR), self.start)
@@ -228,7 +268,7 @@ class _Loop:
         final_from = "last"
         if self.checkpoints is not None and self.meta["best_step"] is not None and run.config.checkpoint.keep_best:
             params, _, _ = checkpoint_lib.restore_params(os.path.join(self.workdir, checkpoint_lib.BEST_DIR),
-                                                         _params_target(params))
+                                                         _params_target(params), self.checkpoints.partial, params)
             final_from = (f"best (step {self.meta['best_step']}, "
                           f"{self.metric_name}={self.meta['best_value']:.4f})")
         writer = reporting.MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
@@ -268,6 +308,14 @@ def _trainable_mask(config, params):
     return optim.trainable_mask(params, config.optimizer.trainable)
 
 
+def _partial(run: Run):
+    """How checkpoints pack params: None (all of them), or only the trained ones (checkpoint.trainable_only)."""
+    if not run.config.checkpoint.trainable_only:
+        return None
+    mask = run.trainable if run.trainable is not None else jax.tree_util.tree_map(lambda _: True, run.params)
+    return TrainableOnly.create(run.params, mask, run.config.model.name_or_path)
+
+
 def _params_target(params: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
 
@@ -281,10 +329,11 @@ def _progress(enabled: bool, start: int, total: int):
 def load_for_inference(config: config_lib.ExperimentConfig, checkpoint: str) -> tuple[Run, Any, str]:
     """The run's model and data with params restored from a checkpoint (a workdir, ``best/`` or ``checkpoints/``)."""
     run = build_run(config)
+    shardings = run.layout.param_shardings(run.params)  # restored straight onto the run's layout
     target = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(run.mesh)), run.params
+        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), run.params, shardings
     )
-    params, meta, where = checkpoint_lib.restore_params(checkpoint, target)
+    params, meta, where = checkpoint_lib.restore_params(checkpoint, target, _partial(run), run.params)
     saved_labels = meta.get("label_names")
     if saved_labels is not None and list(saved_labels) != list(run.data.label_names):
         raise ValueError(

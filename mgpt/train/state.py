@@ -6,7 +6,7 @@ then created already sharded; the same abstract tree is Orbax's restore target.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,10 +32,15 @@ def abstract_state(params: Any, optimizer: optax.GradientTransformation, seed: i
     return jax.eval_shape(lambda p: init_state(p, optimizer, seed), params)
 
 
-def create_state(params: Any, optimizer: optax.GradientTransformation, seed: int, mesh: Mesh) -> tuple[dict, Any]:
-    """The state created directly with its shardings; returns ``(state, shardings)``."""
+def create_state(params: Any, optimizer: optax.GradientTransformation, seed: int, mesh: Mesh,
+                 layout: Optional[parallel.Layout] = None) -> tuple[dict, Any]:
+    """The state created directly with its shardings; returns ``(state, shardings)``.
+
+    ``layout`` (:class:`mgpt.parallel.Layout`) shards params and optimizer state; without it everything
+    is replicated over ``mesh``. The optimizer state is born sharded (``jit`` with ``out_shardings``).
+    """
     abstract = abstract_state(params, optimizer, seed)
-    shardings = parallel.state_shardings(abstract, mesh)
+    shardings = parallel.state_shardings(abstract, mesh) if layout is None else layout.state_shardings(abstract)
     create = jax.jit(lambda p: init_state(p, optimizer, seed), out_shardings=shardings)
     return create(_lay_out(params, shardings["params"])), shardings
 

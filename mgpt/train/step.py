@@ -24,7 +24,19 @@ def forward(model, params: Any, batch: dict, *, deterministic: bool, rng: jax.Ar
 
 
 def loss_and_count(params: Any, batch: dict, rng: jax.Array, *, model, task) -> tuple[jax.Array, jax.Array]:
-    """``(sum, count)`` of the task loss on one (micro-)batch, dropout on."""
+    """``(sum, count)`` of the task loss on one (micro-)batch, dropout on.
+
+    A task with ``loss_chunk_size`` (causal LM) gets the final hidden states and the output projection
+    instead of logits, so the full ``(B, T, V)`` logits never exist.
+    """
+    if getattr(task, "loss_chunk_size", 0):
+        if not hasattr(model, "init"):  # e.g. a PEFT wrapper: it runs the whole model only
+            raise ValueError("task.loss_chunk_size needs a plain mgpt task model (not a PEFT-wrapped one)")
+        kwargs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        out = model.apply({"params": params}, batch["input_ids"], deterministic=False, rngs={"dropout": rng},
+                          method="encode", **kwargs)
+        project = lambda h: model.apply({"params": params}, h, method="project")  # noqa: E731
+        return task.loss_from_hidden(out.last_hidden_state, project, batch)
     logits = forward(model, params, batch, deterministic=False, rng=rng)
     return task.loss(logits, batch)
 

@@ -1,0 +1,70 @@
+"""PyTorch + transformers reference for experiments/banking77_intent.py (same data, split, model, hyperparameters).
+
+    python experiments/benchmarks/banking77_torch.py --seed 0 --output bench_results/banking77_torch_seed0.json
+
+Uses mgpt's own reader and seeded stratified split so both runs train, select and test on
+identical examples; the best validation macro-F1 epoch is evaluated on the test split with
+scikit-learn (accuracy, macro-F1).
+"""
+
+import argparse
+import os
+
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import torch_common  # noqa: F401  (puts the checkout on sys.path)
+from banking77_intent import DATA, HYPERPARAMETERS, minilm_path
+from mgpt.data.sources import read_examples
+from mgpt.data.splitting import split_indices
+
+
+def encode(examples, tokenizer, label_to_id, max_length):
+    encoded = tokenizer([e["text"] for e in examples], truncation=True, max_length=max_length, padding="max_length",
+                        return_tensors="pt")
+    return dict(encoded), torch.tensor([label_to_id[e["label"]] for e in examples])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="bench_results/banking77_torch.json")
+    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch early (smoke test only)")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    hp = HYPERPARAMETERS
+    read = dict(text_column="text", label_column="category")
+    pool = read_examples(os.path.join(DATA, "train.csv"), "csv", **read)
+    test = read_examples(os.path.join(DATA, "test.csv"), "csv", **read)
+    parts = split_indices(len(pool), hp["validation_ratio"], 0.0, seed=0, labels=[e["label"] for e in pool])
+    train = [pool[i] for i in parts["train"]]
+    validation = [pool[i] for i in parts["validation"]]
+    label_names = sorted({e["label"] for e in train})
+    label_to_id = {t: i for i, t in enumerate(label_names)}
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    data = {name: encode(s, tokenizer, label_to_id, hp["max_length"])
+            for name, s in (("train", train), ("validation", validation), ("test", test))}
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=len(label_names))
+    total = -(-len(train) // hp["batch_size"]) * hp["num_epochs"]
+    optimizer, scheduler = torch_common.adamw_with_schedule(model, hp, total)
+    generator = torch.Generator().manual_seed(args.seed)
+    step_times, best = [], (-1.0, None)
+    for epoch in range(hp["num_epochs"]):
+        step_times += torch_common.train_epoch(model, *data["train"], hp, optimizer, scheduler, generator,
+                                               args.max_steps)
+        predicted = torch_common.predict_argmax(model, data["validation"][0])
+        macro = f1_score(data["validation"][1].numpy(), predicted, average="macro")
+        print(f"epoch {epoch + 1}: validation macro-F1 {macro:.4f}", flush=True)
+        if macro > best[0]:
+            best = (macro, {k: v.clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[1])
+    predicted = torch_common.predict_argmax(model, data["test"][0])
+    truth = data["test"][1].numpy()
+    torch_common.write_result({"framework": "pytorch", "seed": args.seed, "test_accuracy": accuracy_score(truth, predicted),
+                               "test_macro_f1": f1_score(truth, predicted, average="macro"),
+                               "best_validation_macro_f1": best[0], "hyperparameters": hp}, args.output, step_times)
+
+
+if __name__ == "__main__":
+    main()

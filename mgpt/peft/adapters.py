@@ -1,0 +1,81 @@
+"""Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) inserted without touching the model code.
+
+An adapter maps a sub-layer's output ``h`` to ``h + up(act(down(h)))`` with ``down`` ``(E, m)`` and ``up``
+``(m, E)``; ``up`` starts at zero, so the adapted model starts equal to the base model. Houlsby places one
+after the attention output projection and one after the FFN output projection of every layer; Pfeiffer only
+after the FFN. They sit on the projection's output, before the residual add (and before the dropout and
+LayerNorm of post-LN encoders), through a Flax method interceptor on the projection's ``Dense``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mgpt.config import ConfigError
+from mgpt.models.gpt2 import activation_fn
+from mgpt.peft import targets
+
+PLACEMENTS = {"houlsby": ("attention", "ffn"), "pfeiffer": ("ffn",)}
+
+
+def sites(base: Any, backbone_kind: str, placement: str) -> list[str]:
+    """The dense module paths whose outputs get an adapter."""
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"peft.adapter_placement={placement!r}: expected one of {sorted(PLACEMENTS)}")
+    table = targets.ADAPTER_SITES.get(backbone_kind)
+    if table is None:
+        raise ConfigError(f"peft.method=adapter: no adapter sites known for backbone {backbone_kind!r}")
+    found: list[str] = []
+    for where in PLACEMENTS[placement]:
+        found += targets.match(base, table[where], f"adapter sites ({where})")
+    return sorted(found, key=targets.natural_order)
+
+
+def init(rng: jax.Array, base: Any, paths: list[str], size: int, std: float) -> dict:
+    """Fresh adapters for ``paths``: ``down`` ~ N(0, std), ``up`` = 0, zero biases."""
+    if size < 1:
+        raise ConfigError(f"peft.adapter_size must be >= 1, got {size}")
+    out = {}
+    for index, path in enumerate(paths):
+        width = targets.get_path(base, path)["kernel"].shape[1]
+        out[path] = {
+            "adapter_down": {"kernel": std * jax.random.normal(jax.random.fold_in(rng, index), (width, size)),
+                             "bias": jnp.zeros((size,), jnp.float32)},
+            "adapter_up": {"kernel": jnp.zeros((size, width), jnp.float32), "bias": jnp.zeros((width,), jnp.float32)},
+        }
+    return targets.nest(out)
+
+
+def _by_path(adapter_tree: Any) -> dict[str, dict]:
+    groups = targets.modules_of(adapter_tree)  # ".../c_proj/adapter_down" -> {"kernel", "bias"}
+    found: dict[str, dict] = {}
+    for path, leaves in groups.items():
+        site, _, part = path.rpartition("/")
+        found.setdefault(site, {})[part] = leaves
+    return found
+
+
+def bottleneck(h: jax.Array, p: dict, activation: str) -> jax.Array:
+    """``h + up(act(down(h)))`` in ``h``'s dtype."""
+    down, up = p["adapter_down"], p["adapter_up"]
+    z = h @ down["kernel"].astype(h.dtype) + down["bias"].astype(h.dtype)
+    z = activation_fn(activation)(z)
+    return h + z @ up["kernel"].astype(h.dtype) + up["bias"].astype(h.dtype)
+
+
+def interceptor(adapter_tree: Any, activation: str):
+    """A Flax method interceptor applying each site's adapter to that ``Dense``'s output."""
+    by_path = _by_path(adapter_tree)
+
+    def intercept(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name != "__call__" or not isinstance(context.module, nn.Dense):
+            return out
+        p = by_path.get("/".join(context.module.path))
+        return out if p is None else bottleneck(out, p, activation)
+
+    return intercept

@@ -1,0 +1,113 @@
+"""Prompt tuning (Lester et al. 2021) and prefix tuning (Li & Liang 2021) through the models' own inputs.
+
+Prompt tuning prepends ``P`` learned vectors ``(P, E)`` to the token embeddings, passed as ``inputs_embeds``;
+the attention mask gets ``P`` ones in front, token types ``P`` zeros, and per-position outputs (token
+classification, causal LM, hidden states) drop the first ``P`` positions so they line up with the batch.
+Prompts start from the embeddings of randomly drawn vocabulary tokens.
+
+Prefix tuning gives every layer ``P`` learned keys and values, passed as ``prefix_key_values`` (per layer a
+``(key, value)`` pair ``(B, P, heads, head_dim)``; Llama family: per key/value head), seen by every query and
+never masked. Sequence positions are unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mgpt.config import ConfigError
+
+# Where each backbone keeps its token embedding table.
+EMBEDDING_PATHS = {
+    "gpt2": ("backbone", "wte", "embedding"),
+    "bert": ("backbone", "embeddings", "word_embeddings", "embedding"),
+    "llama": ("backbone", "embed_tokens", "embedding"),
+}
+
+
+def embedding_table(base: Any, backbone_kind: str) -> jax.Array:
+    tree = base
+    for part in EMBEDDING_PATHS[backbone_kind]:
+        tree = tree[part]
+    return tree
+
+
+def _check_count(count: int) -> None:
+    if count < 1:
+        raise ConfigError(f"peft.num_virtual_tokens must be >= 1, got {count}")
+
+
+def init_prompt(rng: jax.Array, base: Any, spec, count: int) -> dict:
+    """``{"embeddings": (P, E)}`` copied from ``P`` randomly drawn vocabulary rows (scaled as the model scales
+    looked-up embeddings, for Gemma)."""
+    _check_count(count)
+    table = embedding_table(base, spec.backbone_kind)
+    vocab = table.shape[0]
+    ids = jax.random.choice(rng, vocab, (count,), replace=count > vocab)
+    rows = jnp.take(table, ids, axis=0).astype(jnp.float32)
+    return {"embeddings": rows * _embedding_scale(spec)}
+
+
+def _embedding_scale(spec) -> float:
+    return float(spec.arch.hidden_size) ** 0.5 if getattr(spec.arch, "scale_embeddings", False) else 1.0
+
+
+def prompt_inputs(base: Any, prompt: dict, spec, input_ids, attention_mask, token_type_ids):
+    """``(inputs_embeds, attention_mask, token_type_ids)`` with the virtual tokens in front."""
+    dtype = spec.compute_dtype
+    table = embedding_table(base, spec.backbone_kind)
+    tokens = jnp.take(table, input_ids, axis=0).astype(dtype)
+    scale = _embedding_scale(spec)
+    if scale != 1.0:  # Gemma's normaliser, rounded to the compute dtype as the backbone does
+        tokens = tokens * jnp.asarray(scale, dtype)
+    batch = input_ids.shape[0]
+    virtual = prompt["embeddings"]
+    count = virtual.shape[0]
+    embeds = jnp.concatenate([jnp.broadcast_to(virtual.astype(dtype), (batch, *virtual.shape)), tokens], axis=1)
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    attention_mask = jnp.concatenate([jnp.ones((batch, count), attention_mask.dtype), attention_mask], axis=1)
+    if token_type_ids is not None:
+        token_type_ids = jnp.concatenate([jnp.zeros((batch, count), token_type_ids.dtype), token_type_ids], axis=1)
+    return embeds, attention_mask, token_type_ids
+
+
+def trim_positions(output, count: int, spec, return_hidden_states: bool):
+    """Drop the virtual positions from per-position logits (and hidden states)."""
+    per_position = spec.task in ("token_classification", "causal_lm")
+    if return_hidden_states:
+        logits, hidden = output
+        logits = logits[:, count:] if per_position else logits
+        return logits, tuple(h[:, count:] for h in hidden)
+    return output[:, count:] if per_position else output
+
+
+def layer_geometry(spec) -> tuple[int, int, int]:
+    """``(layers, key/value heads, head_dim)`` of the backbone, for prefix key/value shapes."""
+    arch, kind = spec.arch, spec.backbone_kind
+    if kind == "gpt2":
+        return arch.n_layer, arch.n_head, arch.n_embd // arch.n_head
+    if kind == "bert":
+        return arch.num_layers, arch.num_heads, arch.hidden_size // arch.num_heads
+    if kind == "llama":
+        return arch.num_layers, arch.num_kv_heads, arch.head_dim
+    raise ConfigError(f"peft.method=prefix: family {spec.family!r} takes no prefix_key_values")
+
+
+def init_prefix(rng: jax.Array, spec, count: int, std: float) -> dict:
+    """``{"key", "value"}`` of shape ``(layers, P, heads, head_dim)``, N(0, std)."""
+    _check_count(count)
+    layers, heads, dim = layer_geometry(spec)
+    k_key, v_key = jax.random.split(rng)
+    shape = (layers, count, heads, dim)
+    return {"key": std * jax.random.normal(k_key, shape, jnp.float32),
+            "value": std * jax.random.normal(v_key, shape, jnp.float32)}
+
+
+def prefix_key_values(prefix: dict, batch: int, dtype) -> list[tuple[jax.Array, jax.Array]]:
+    """Per-layer ``(key, value)`` pairs broadcast over the batch, in the compute dtype."""
+    keys, values = prefix["key"].astype(dtype), prefix["value"].astype(dtype)
+    return [(jnp.broadcast_to(keys[i], (batch, *keys.shape[1:])), jnp.broadcast_to(values[i], (batch, *values.shape[1:])))
+            for i in range(keys.shape[0])]
