@@ -146,3 +146,15 @@ def test_train_writes_reports_curves_and_keeps_best(experiment, tmp_path):
     evals = [e for e in reporting.read_metrics(workdir) if e["kind"] == "eval"]
     best = max(evals, key=lambda e: e["validation/accuracy"])
     assert f"step {best['step']}" in report["params"]
+
+
+def test_early_stopping_stops_and_a_rerun_does_not_train_on(experiment, tmp_path):
+    # A learning rate of 0 never improves the validation accuracy after the first evaluation.
+    config = _config(experiment, "optimizer.learning_rate=0.0", "train.eval_every=1", "train.max_steps=20",
+                     "train.early_stopping_patience=2")
+    workdir = str(tmp_path / "run")
+    loop.train(config, workdir)
+    steps = [e["step"] for e in reporting.read_metrics(workdir) if e["kind"] == "train"]
+    assert steps == [1, 2, 3]  # best at 1, then two evaluations without improvement
+    loop.train(config, workdir)
+    assert [e["step"] for e in reporting.read_metrics(workdir) if e["kind"] == "train"] == [1, 2, 3]

@@ -187,6 +187,9 @@ class _Loop:
     def run(self, stop_after: int | None) -> bool:
         """Train to the end (True) or until ``stop_after`` / early stopping ends it (True / False)."""
         tc, checkpoint_cfg = self.tc, self.run_.config.checkpoint
+        if tc.early_stopping_patience and self.meta["bad_evals"] >= tc.early_stopping_patience:
+            log.info("this run already stopped early at step %d; not training further", self.start)
+            return True  # a rerun of an early-stopped run only re-evaluates, as the first run ended
         progress = _progress(tc.progress_bar and jax.process_index() == 0, self.start, self.steps)
         window = {"tokens": 0.0, "steps": 0, "start": time.perf_counter()}
         try:
