@@ -85,10 +85,3 @@ def test_saved_config_is_json(tmp_path):
     with pytest.raises(ConfigError, match="bogus"):
         config_lib.from_dict(ExperimentConfig, {**data, "bogus": 1})
 
-
-def test_packing_is_refused_until_the_models_mask_by_segment():
-    from mgpt.train import loop
-
-    config = config_lib.apply_overrides(ExperimentConfig(), ["data.pack=true", "task.kind=causal_lm"])
-    with pytest.raises(ConfigError, match="segment-aware attention"):
-        loop.build_run(config)

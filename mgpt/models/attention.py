@@ -88,6 +88,13 @@ def attention_mask_4d(
     """The boolean ``(B, 1, T, P + S)`` mask (True = may attend) described in the module docstring."""
     if key_mask is None:
         allowed = jnp.ones((batch, 1, 1, kv_len), bool)
+    elif q_len == kv_len and jnp.issubdtype(key_mask.dtype, jnp.integer):
+        # Self-attention over an integer mask: values are segment ids (0 = padding). A 0/1 padding mask
+        # is the one-segment case; packed rows carry 1, 2, ... so one example never sees another.
+        # Padding queries keep seeing every real key, as with a plain padding mask.
+        q_seg = key_mask[:, None, :, None]
+        k_seg = key_mask[:, None, None, :]
+        allowed = jnp.logical_and(k_seg > 0, jnp.logical_or(q_seg == k_seg, q_seg == 0))
     else:
         allowed = key_mask.astype(bool)[:, None, None, :]
     if causal:
@@ -137,7 +144,8 @@ def attention(
     Args:
       q: queries ``(B, T, H, D)``.
       k, v: keys and values ``(B, S, H, D)`` (self-attention: ``S == T``; decode: the whole cache).
-      key_mask: ``(B, S)``, 1/True for real keys; None means all keys are real.
+      key_mask: ``(B, S)``, 1/True for real keys; None means all keys are real. In self-attention an
+        integer mask may hold segment ids (packed rows: 1, 2, ... per example, 0 = padding).
       causal: apply the causal mask by position (see module docstring for the alignment rule).
       sliding_window: with ``causal``, each query sees only the last ``sliding_window`` positions (itself included).
       prefix_key, prefix_value: optional ``(B, P, H, D)`` prepended keys/values (prefix tuning), always

@@ -63,11 +63,6 @@ def build_run(config: config_lib.ExperimentConfig) -> Run:
     if config.peft.method != "none" and (config.model.scan_layers or config.task.loss_chunk_size):
         raise config_lib.ConfigError("model.scan_layers and task.loss_chunk_size do not combine with PEFT "
                                      "(its targets name per-layer modules; its model runs whole)")
-    if config.data.pack:
-        # The data side packs rows (segment_ids, position_ids), but the models do not yet mask attention by
-        # segment: training on packed rows would let examples attend to each other. Refuse, don't mislead.
-        raise config_lib.ConfigError("data.pack=true: segment-aware attention is not wired into the models yet, "
-                                     "so packed examples would attend to each other; train unpacked (data.pack=false)")
     # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
     tokenizer = load_tokenizer(config.model.name_or_path)
     data = build_datasets(config.data, config.task.kind, tokenizer)

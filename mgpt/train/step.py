@@ -13,12 +13,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-MODEL_INPUTS = ("attention_mask", "token_type_ids")
+MODEL_INPUTS = ("attention_mask", "token_type_ids", "position_ids")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The model's keyword inputs from a batch. Packed rows attend by segment: their ``segment_ids``
+    (1, 2, ... per example, 0 = padding) take the place of the padding mask, and their
+    ``position_ids`` restart at 0 for each example."""
+    kwargs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    if "segment_ids" in batch:
+        kwargs["attention_mask"] = batch["segment_ids"]
+    return kwargs
 
 
 def forward(model, params: Any, batch: dict, *, deterministic: bool, rng: jax.Array | None = None) -> jax.Array:
     """Logits of ``model`` on ``batch`` (only the inputs the batch has are passed)."""
-    kwargs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+    kwargs = model_inputs(batch)
     rngs = {} if deterministic or rng is None else {"dropout": rng}
     return model.apply({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs, **kwargs)
 
@@ -32,7 +42,7 @@ def loss_and_count(params: Any, batch: dict, rng: jax.Array, *, model, task) -> 
     if getattr(task, "loss_chunk_size", 0):
         if not hasattr(model, "init"):  # e.g. a PEFT wrapper: it runs the whole model only
             raise ValueError("task.loss_chunk_size needs a plain mgpt task model (not a PEFT-wrapped one)")
-        kwargs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        kwargs = model_inputs(batch)
         out = model.apply({"params": params}, batch["input_ids"], deterministic=False, rngs={"dropout": rng},
                           method="encode", **kwargs)
         project = lambda h: model.apply({"params": params}, h, method="project")  # noqa: E731
