@@ -95,6 +95,28 @@ def entity_report(pred_tags: Sequence[Sequence[str]], ref_tags: Sequence[Sequenc
     return _plain(out)
 
 
+def single_predicted_label(predictions, references):
+    """The one label every prediction carries when the references hold more than one, else None.
+
+    Catches a collapsed classifier (all ``O`` in NER, one class everywhere): its report otherwise
+    reads like a run that merely scored low. ``predictions`` / ``references``: label ids or tag
+    names, either flat (one per example) or one sequence per example.
+    """
+    def labels(values) -> set:
+        found = set()
+        for value in values:
+            if isinstance(value, (list, tuple, np.ndarray)):
+                found.update(np.asarray(value).ravel().tolist())
+            else:
+                found.add(value.item() if isinstance(value, np.generic) else value)
+        return found
+
+    predicted = labels(predictions)
+    if len(predicted) == 1 and len(labels(references)) > 1:
+        return next(iter(predicted))
+    return None
+
+
 def regression_report(predictions, references) -> dict:
     """MSE, RMSE, MAE and Pearson / Spearman correlation (None when undefined)."""
     from scipy import stats

@@ -143,3 +143,30 @@ def test_regression_report_by_hand():
     assert report["spearman"] == pytest.approx(0.8)
     constant = metrics.regression_report([2.0, 2.0], [1.0, 3.0])
     assert constant["pearson"] is None and constant["mse"] == pytest.approx(1.0)
+
+
+def test_single_predicted_label_flags_a_collapsed_classifier():
+    assert metrics.single_predicted_label([["O", "O"], ["O"]], [["O", "B-x"], ["O"]]) == "O"
+    assert metrics.single_predicted_label(np.array([2, 2, 2]), np.array([0, 2, 1])) == 2
+    assert metrics.single_predicted_label([["O", "B-x"], ["O"]], [["O", "B-x"], ["O"]]) is None
+    assert metrics.single_predicted_label([1, 1], [1, 1]) is None  # one-class references: nothing to flag
+
+
+def test_evaluation_report_names_the_collapsed_label(monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from mgpt.tasks import get_task
+    from mgpt.train import evaluation
+
+    references = np.array([0, 1, 2, 1])
+    data = SimpleNamespace(label_names=("neg", "neu", "pos"), references=lambda split: references)
+    run = SimpleNamespace(task=get_task("sequence_classification"), data=data,
+                          config=SimpleNamespace(task=SimpleNamespace(kind="sequence_classification")))
+    monkeypatch.setattr(evaluation, "run_predictions", lambda run, params, split: (np.array([1, 1, 1, 1]), 4.0, 4.0))
+    with caplog.at_level("WARNING", logger="mgpt"):
+        report, _ = evaluation.evaluate_split(run, None, "validation")
+    assert report["single_predicted_label"] == "neu"
+    assert "every prediction is 'neu'" in caplog.text
+    monkeypatch.setattr(evaluation, "run_predictions", lambda run, params, split: (references, 4.0, 4.0))
+    report, _ = evaluation.evaluate_split(run, None, "validation")
+    assert "single_predicted_label" not in report

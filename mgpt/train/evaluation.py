@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
 import jax
 import numpy as np
 
-from mgpt import parallel
+from mgpt import metrics, parallel
+
+logger = logging.getLogger("mgpt")
 
 
 def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, float]:
@@ -35,7 +38,16 @@ def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]
         return run.task.evaluate(run, params, split)
     predictions, loss_sum, count = run_predictions(run, params, split)
     decoded = run.task.decode(predictions, run.data, split)
-    report = run.task.report(decoded, run.task.references(run.data, split), run.data.label_names)
+    references = run.task.references(run.data, split)
+    report = run.task.report(decoded, references, run.data.label_names)
+    collapsed = None
+    if run.config.task.kind in ("sequence_classification", "token_classification"):
+        collapsed = metrics.single_predicted_label(decoded, references)
+    if collapsed is not None:
+        name = run.data.label_names[collapsed] if isinstance(collapsed, int) else collapsed
+        logger.warning("%s: every prediction is %r although the references hold other labels; the model has "
+                       "collapsed to one class (learning rate too high or too low, or too few steps?)", split, name)
+        report["single_predicted_label"] = name
     report["loss"] = loss_sum / max(count, 1.0)
     report["num_examples"] = int(len(predictions))
     scalars = dict(run.task.headline(report))
