@@ -45,8 +45,8 @@ def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]
         collapsed = metrics.single_predicted_label(decoded, references)
     if collapsed is not None:
         name = run.data.label_names[collapsed] if isinstance(collapsed, int) else collapsed
-        logger.warning("%s: every prediction is %r although the references hold other labels; the model has "
-                       "collapsed to one class (learning rate too high or too low, or too few steps?)", split, name)
+        logger.warning("%s: every prediction is %r although the references hold other labels: the model is "
+                       "not using its input (too early in training, or collapsed: check the learning rate)", split, name)
         report["single_predicted_label"] = name
     report["loss"] = loss_sum / max(count, 1.0)
     report["num_examples"] = int(len(predictions))
