@@ -7,7 +7,6 @@ identical examples; the best validation macro-F1 epoch is evaluated on the test 
 scikit-learn (accuracy, macro-F1).
 """
 
-import argparse
 import os
 
 import torch
@@ -27,12 +26,7 @@ def encode(examples, tokenizer, label_to_id, max_length):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default="bench_results/banking77_torch.json")
-    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch early (smoke test only)")
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
+    args = torch_common.reference_args("bench_results/banking77_torch.json")
     hp = HYPERPARAMETERS
     read = dict(text_column="text", label_column="category")
     pool = read_examples(os.path.join(DATA, "train.csv"), "csv", **read)

@@ -1,5 +1,6 @@
 """Shared pieces of the plain transformers + PyTorch reference loops (no Trainer, on purpose)."""
 
+import argparse
 import json
 import os
 import statistics
@@ -13,6 +14,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 for path in (ROOT, os.path.join(ROOT, "experiments")):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+def reference_args(default_output: str) -> argparse.Namespace:
+    """The command line every reference script takes: --seed, --output, --max-steps (smoke tests)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=default_output)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch early (smoke test only)")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    return args
 
 
 def adamw_with_schedule(model, hp: dict, total_steps: int):

@@ -39,7 +39,6 @@ def main():
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--output", default="bench_results/wnut17_step_parity.json")
     args = parser.parse_args()
-    torch.manual_seed(0)
     config = load_experiment(EXPERIMENT)
     hp = HYPERPARAMETERS
 
@@ -49,8 +48,8 @@ def main():
     start = os.path.join(work, "start")
     mgpt.save_pretrained(start, spec, params, tokenizer)
     data = build_datasets(config.data, "token_classification", tokenizer)
-    if list(data.label_names) != ["O"] + sorted(set(data.label_names) - {"O"}) or len(data.label_names) != 13:
-        raise SystemExit(f"unexpected label set {data.label_names}")
+    if data.num_labels != 13:  # the head was built for WNUT-17's 13 tags before the data could be read
+        raise SystemExit(f"expected WNUT-17's 13 tags, found {data.label_names}")
     batches = Batches(data.splits["train"], hp["batch_size"], seed=0)
     total = len(batches) * hp["num_epochs"]
 

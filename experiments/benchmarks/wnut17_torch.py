@@ -7,7 +7,6 @@ first-sub-word labels, the best dev-F1 epoch evaluated on test with seqeval (str
 as mgpt. Writes a JSON with test F1 and seconds per step.
 """
 
-import argparse
 import os
 
 import numpy as np
@@ -42,12 +41,7 @@ def tags_of(model, inputs, first, label_names):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default="bench_results/wnut17_torch.json")
-    parser.add_argument("--max-steps", type=int, default=0, help="stop each epoch early (smoke test only)")
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
+    args = torch_common.reference_args("bench_results/wnut17_torch.json")
     hp = HYPERPARAMETERS
 
     splits = {name: read_conll(os.path.join(DATA, file))
