@@ -17,7 +17,7 @@ for path in (ROOT, os.path.join(ROOT, "experiments")):
 
 
 def reference_args(default_output: str) -> argparse.Namespace:
-    """The command line every reference script takes: --seed, --output, --max-steps (smoke tests)."""
+    """Parse the command line every reference script takes (--seed, --output, --max-steps) and seed torch."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=default_output)

@@ -3,20 +3,20 @@
     python experiments/benchmarks/wnut17_step_parity.py --steps 40 --output bench_results/wnut17_step_parity.json
 
 Same start (mgpt's initialised head exported to transformers), dropout off in both, the same batches in
-the same order (mgpt's seeded order), the schedule and optimizer of experiments/wnut17_minilm.py for its
-full 321 steps. Prints both losses and gradient norms every 5 steps and writes them, with the largest
+the same order (mgpt's seeded order), the optimizer of experiments/wnut17_minilm.py with its schedule
+spanning the full 321-step run. Prints both losses and gradient norms every 5 steps and writes them, with the largest
 parameter difference at the end, as JSON. What is left to differ between the frameworks' real runs
 (experiments/benchmarks/compare.py) is then only the random draws: head initialisation, dropout masks
 and data order.
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
 
 import jax
-import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification
 
@@ -24,9 +24,7 @@ import torch_common  # puts the checkout and experiments/ on sys.path
 import mgpt
 from mgpt import optim, parallel
 from mgpt.config import ParallelConfig, load_experiment
-from mgpt.data.batching import Batches
-from mgpt.data.dataset import build_datasets
-from mgpt.tasks import get_task
+from mgpt.train import loop
 from mgpt.train import state as state_lib
 from mgpt.train.step import train_step
 from wnut17_minilm import HYPERPARAMETERS
@@ -40,22 +38,21 @@ def main():
     parser.add_argument("--output", default="bench_results/wnut17_step_parity.json")
     args = parser.parse_args()
     config = load_experiment(EXPERIMENT)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, dropout=0.0),
+                                 train=dataclasses.replace(config.train, seed=0))
     hp = HYPERPARAMETERS
 
-    model, params, spec, tokenizer = mgpt.load_pretrained(config.model.name_or_path, task="token_classification",
-                                                          num_labels=13, dropout=0.0, seed=0)
+    # The same start-up as `mgpt train` (checkpoint, data, label count, seeded head), with dropout off.
+    run = loop.build_run(config)
     work = os.path.join(os.path.dirname(os.path.abspath(args.output)), "wnut17_step_parity")
     start = os.path.join(work, "start")
-    mgpt.save_pretrained(start, spec, params, tokenizer)
-    data = build_datasets(config.data, "token_classification", tokenizer)
-    if data.num_labels != 13:  # the head was built for WNUT-17's 13 tags before the data could be read
-        raise SystemExit(f"expected WNUT-17's 13 tags, found {data.label_names}")
-    batches = Batches(data.splits["train"], hp["batch_size"], seed=0)
-    total = len(batches) * hp["num_epochs"]
+    mgpt.save_pretrained(start, run.spec, run.params, run.tokenizer)
+    batches = run.batches("train", hp["batch_size"], shuffle=True)
+    total = loop.total_steps(config, len(batches))
 
-    tx = optim.make_optimizer(config.optimizer, total, params)
-    state, _ = state_lib.create_state(params, tx, 0, parallel.make_mesh(ParallelConfig(num_devices=1)))
-    step = jax.jit(functools.partial(train_step, model=model, task=get_task("token_classification"), optimizer=tx))
+    tx = optim.make_optimizer(config.optimizer, total, run.params)
+    state, _ = state_lib.create_state(run.params, tx, 0, parallel.make_mesh(ParallelConfig(num_devices=1)))
+    step = jax.jit(functools.partial(train_step, model=run.model, task=run.task, optimizer=tx))
     reference = AutoModelForTokenClassification.from_pretrained(start, hidden_dropout_prob=0.0,
                                                                 attention_probs_dropout_prob=0.0)
     reference.train()  # dropout is off through the config; train mode as in a real run
@@ -73,17 +70,16 @@ def main():
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        row = {"step": index + 1, "loss_mgpt": float(metrics["loss"]), "loss_torch": float(out.loss),
+        row = {"step": index + 1, "loss_mgpt": float(metrics["loss"]), "loss_torch": out.loss.item(),
                "grad_norm_mgpt": float(metrics["grad_norm"]), "grad_norm_torch": float(grad_norm)}
         rows.append(row)
         if index % 5 == 0 or index == args.steps - 1:
             print(json.dumps(row), flush=True)
 
     trained = os.path.join(work, "trained")
-    mgpt.save_pretrained(trained, spec, jax.device_get(state["params"]), tokenizer)
+    mgpt.save_pretrained(trained, run.spec, jax.device_get(state["params"]), run.tokenizer)
     ours = AutoModelForTokenClassification.from_pretrained(trained).state_dict()
-    diffs = {name: float((ours[name] - value).abs().max()) for name, value in reference.state_dict().items()
-             if name in ours}
+    diffs = {name: float((ours[name] - value).abs().max()) for name, value in reference.state_dict().items()}
     worst = max(diffs, key=diffs.get)
     result = {"steps": args.steps, "max_param_diff": diffs[worst], "max_param_diff_tensor": worst,
               "max_loss_diff": max(abs(r["loss_mgpt"] - r["loss_torch"]) for r in rows), "rows": rows}
