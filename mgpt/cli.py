@@ -137,6 +137,9 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
 
         model, params, spec, tokenizer = load_pretrained(args.model, task="causal_lm", dtype=config.model.dtype)
         mesh = None
+        if tokenizer is None:  # the weights load without one; decoding text needs it
+            print(f"mgpt: generate: {spec.load_report.tokenizer_note}", file=sys.stderr)
+            return 2
     else:
         from mgpt.train import loop
 

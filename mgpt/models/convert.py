@@ -5,7 +5,7 @@ An mgpt Orbax directory holds::
     params/            the param tree {"backbone", "head"}, written by orbax's StandardCheckpointer
     config.json        the transformers config (architecture, labels), so the model can be rebuilt
     mgpt_spec.json     family, task, num_labels and param dtype
-    tokenizer files
+    tokenizer files    when the source had them
 
 :func:`convert` picks the direction from what the source holds (``mgpt_spec.json`` -> Hugging Face,
 ``config.json`` + safetensors -> Orbax). ``mgpt convert SRC DST`` calls it.
@@ -22,15 +22,11 @@ import jax
 from flax import traverse_util
 
 from mgpt.models.heads import build_model, make_spec
-from mgpt.models.hf import (
-    abstract_params,
-    load_pretrained,
-    load_tokenizer,
-    param_numpy_dtype,
-    sharding_resolver,
-)
+from mgpt.models.hf import load_pretrained
 from mgpt.models.hf_export import export_config, save_pretrained
+from mgpt.models.loading import abstract_params, param_numpy_dtype, sharding_resolver
 from mgpt.models.safetensors_io import CheckpointError
+from mgpt.models.tokenizer import find_tokenizer
 
 logger = logging.getLogger("mgpt")
 
@@ -77,7 +73,8 @@ def hf_to_orbax(src: str, dst: str, task: Optional[str] = None, num_labels: Opti
     checkpointer.save(os.path.join(dst, PARAMS_DIR), params)
     checkpointer.wait_until_finished()
     export_config(spec, tokenizer, dtype=param_dtype).save_pretrained(dst)
-    tokenizer.save_pretrained(dst)
+    if tokenizer is not None:  # weights convert without one
+        tokenizer.save_pretrained(dst)
     meta = {"format": FORMAT, "version": 1, "family": spec.family, "task": spec.task, "num_labels": spec.num_labels,
             "param_dtype": param_dtype, "params": PARAMS_DIR}
     with open(os.path.join(dst, SPEC_FILE), "w") as f:
@@ -102,7 +99,8 @@ def read_spec_file(src: str) -> dict:
 
 
 def load_orbax(src: str, dtype: str = "float32", shardings: Any = None, mesh=None):
-    """An mgpt Orbax directory as ``(model, params, spec, tokenizer)``, like :func:`load_pretrained`."""
+    """An mgpt Orbax directory as ``(model, params, spec, tokenizer)``, like :func:`load_pretrained` (tokenizer
+    None when the directory has none)."""
     import orbax.checkpoint as ocp
     from transformers import AutoConfig
 
@@ -117,7 +115,7 @@ def load_orbax(src: str, dtype: str = "float32", shardings: Any = None, mesh=Non
     target = {path: jax.ShapeDtypeStruct(shape, param_dtype, sharding=sharding_of(path))
               for path, shape in abstract_params(model).items()}
     params = ocp.StandardCheckpointer().restore(os.path.join(src, meta["params"]), traverse_util.unflatten_dict(target))
-    return model, params, spec, load_tokenizer(src)
+    return model, params, spec, find_tokenizer(src)
 
 
 def orbax_to_hf(src: str, dst: str, max_shard_size: int | str = "5GB") -> str:
