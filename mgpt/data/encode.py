@@ -14,11 +14,10 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from mgpt.data.sources import DataError
+from mgpt.constants import IGNORE_INDEX
+from mgpt.data.errors import DataError
 
 logger = logging.getLogger("mgpt")
-
-IGNORE_INDEX = -100  # label value the losses skip
 
 
 @dataclasses.dataclass
