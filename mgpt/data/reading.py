@@ -35,15 +35,17 @@ def check_format(data_cfg, label_kind: str, task_name: str = "this task") -> Non
     fmt = data_cfg.format
     if fmt not in FORMATS:
         raise DataError(f"data.format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    if fmt == "conll" and label_kind != labels.LABEL_TAGS:
-        raise DataError(f"data.format='conll' is only for tasks that tag words (token_classification), "
-                        f"not {task_name}")
+    if fmt == "conll" and label_kind != labels.LABEL_TAGS:  # CoNLL holds word tags only
+        raise DataError(f"data.format='conll' is only for token_classification, not {task_name}")
     if label_kind == labels.LABEL_TAGS and fmt not in ("conll", "tfds"):
         raise DataError(f"{task_name} reads data.format='conll' or 'tfds', got {fmt!r}")
-    if fmt == "parallel" and not (label_kind == labels.LABEL_NONE and (data_cfg.prompt_template
-                                                                       or data_cfg.target_column)):
-        raise DataError(f"data.format='parallel' gives source/target records for a prompt template; "
-                        "use it with data.prompt_template (task kinds generation or causal_lm)")
+
+
+def _check_parallel(path, data_cfg, label_kind: str) -> None:
+    """A translation pair has no text or label column: only a prompt template (or a target) uses it."""
+    if not (label_kind == labels.LABEL_NONE and (data_cfg.prompt_template or data_cfg.target_column)):
+        raise DataError(f"{os.fspath(path)}: data.format='parallel' gives source/target records for a prompt "
+                        "template; use it with data.prompt_template (task kinds generation or causal_lm)")
 
 
 def read_examples(path: str | os.PathLike, data_cfg, label_kind: str, labels_optional: bool = False,
@@ -54,6 +56,8 @@ def read_examples(path: str | os.PathLike, data_cfg, label_kind: str, labels_opt
     """
     labels.check_label_kind(label_kind, task_name)
     check_format(data_cfg, label_kind, task_name)
+    if data_cfg.format == "parallel":
+        _check_parallel(path, data_cfg, label_kind)
     rows = read_file(path, data_cfg, labels_optional)
     return records.examples_from_records(rows, data_cfg, label_kind, labels_optional)
 
