@@ -42,6 +42,7 @@ class EncodingTask(Protocol):
 class DatasetBundle:
     """Encoded splits plus what is needed to turn predictions back into labels.
 
+    ``label_kind`` is the task's (mgpt.data.labels): it says what :meth:`references` returns.
     ``splits[name]`` holds Batch-contract arrays (input_ids, attention_mask, [token_type_ids],
     labels); only the splits whose files were given (or carved out of train) are present:
     "train", "validation", "test", and "predict" (whose examples may lack labels; theirs are
