@@ -70,7 +70,8 @@ def test_one_conversion_whatever_the_format(tmp_path):
     files = {
         "csv": write(tmp_path, "t.csv", "text,label\ngood film,pos\nbad plot,neg\n"),
         "tsv": write(tmp_path, "t.tsv", "text\tlabel\ngood film\tpos\nbad plot\tneg\n"),
-        "jsonl": write(tmp_path, "t.jsonl", '{"text": "good film", "label": "pos"}\n{"text": "bad plot", "label": "neg"}\n'),
+        "jsonl": write(tmp_path, "t.jsonl",
+                       '{"text": "good film", "label": "pos"}\n{"text": "bad plot", "label": "neg"}\n'),
         "lines": write(tmp_path, "t.txt", "good film@pos\nbad plot@neg\n"),
     }
     for fmt, path in files.items():

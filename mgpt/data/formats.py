@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 
 from mgpt.data import conll
 from mgpt.data.errors import DataError
@@ -117,7 +116,8 @@ def read_parallel(prefix: str) -> Records:
     base, _, pair = prefix.rpartition(".")
     source_lang, arrow, target_lang = pair.partition("->")
     if not base or not arrow or not source_lang or not target_lang:
-        raise DataError(f"{prefix}: a parallel data path looks like 'dir/train.de->en' (reads dir/train.de, dir/train.en)")
+        raise DataError(f"{prefix}: a parallel data path looks like 'dir/train.de->en' "
+                        "(reads dir/train.de, dir/train.en)")
     paths = [f"{base}.{source_lang}", f"{base}.{target_lang}"]
     for path in paths:
         check_file(path)
