@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerFast
 
 from mgpt.config import DataConfig
 from mgpt.data import DataError, build_datasets
-from mgpt.data.encode import encode_causal_lm, encode_sequences, encode_tokens
+from mgpt.data.encode import encode_causal_lm, encode_tokens
 from mgpt.tasks import get_task
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "play", "##ing", "##s", "new", "york", "is", "un",
@@ -41,11 +41,16 @@ NER = [{"tokens": ["New", "York", "is", "unbelievable"], "tags": ["B-LOC", "I-LO
        {"tokens": ["cats"], "tags": ["O"]}]
 
 
+def encode_with(kind, examples, tokenizer, max_length, label_to_id=None, where=""):
+    """A split encoded the way build_datasets has the task encode it."""
+    return get_task(kind).encode(examples, tokenizer, DataConfig(max_length=max_length), label_to_id or {},
+                                 split="train", where=where)
+
+
 def test_sequence_encoding_right_padded_with_labels():
-    enc = encode_sequences(
-        [{"text": "the cat", "label": "b"}, {"text": "Playing", "label": "a"}],
-        wordpiece(), 6, label_to_id={"a": 0, "b": 1},
-    )
+    enc = encode_with("sequence_classification",
+                      [{"text": "the cat", "label": "b"}, {"text": "Playing", "label": "a"}],
+                      wordpiece(), 6, {"a": 0, "b": 1})
     a = enc.arrays
     np.testing.assert_array_equal(a["input_ids"], [[CLS, 4, 5, SEP, PAD, PAD], [CLS, 6, 7, SEP, PAD, PAD]])
     np.testing.assert_array_equal(a["attention_mask"], [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]])
@@ -56,16 +61,15 @@ def test_sequence_encoding_right_padded_with_labels():
 
 
 def test_pair_encoding_token_types_and_regression_labels():
-    enc = encode_sequences([{"text": "the cat", "text_pair": "new york", "label": 0.25}], wordpiece(), 8,
-                           regression=True)
+    enc = encode_with("regression", [{"text": "the cat", "text_pair": "new york", "label": 0.25}], wordpiece(), 8)
     np.testing.assert_array_equal(enc.arrays["input_ids"], [[CLS, 4, 5, SEP, 9, 10, SEP, PAD]])
     np.testing.assert_array_equal(enc.arrays["token_type_ids"], [[0, 0, 0, 0, 1, 1, 1, 0]])
     assert enc.arrays["labels"].dtype == np.float32 and enc.arrays["labels"].tolist() == [0.25]
 
 
 def test_no_token_type_ids_when_tokenizer_does_not_return_them():
-    enc = encode_sequences([{"text": "the cat", "label": "a"}], wordpiece(token_type_ids=False), 5,
-                           label_to_id={"a": 0})
+    enc = encode_with("sequence_classification", [{"text": "the cat", "label": "a"}], wordpiece(token_type_ids=False),
+                      5, {"a": 0})
     assert sorted(enc.arrays) == ["attention_mask", "input_ids", "labels"]
 
 
@@ -73,7 +77,7 @@ def test_sequence_truncation_warns_with_count(caplog):
     examples = [{"text": "the cat is new", "label": "a"}, {"text": "cat", "label": "a"},
                 {"text": "unbelievable", "label": "a"}]
     with caplog.at_level(logging.WARNING, logger="mgpt"):
-        enc = encode_sequences(examples, wordpiece(), 4, label_to_id={"a": 0}, where="train")
+        enc = encode_with("sequence_classification", examples, wordpiece(), 4, {"a": 0}, where="train")
     np.testing.assert_array_equal(enc.arrays["input_ids"][0], [CLS, 4, 5, SEP])
     assert enc.num_truncated == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -12,7 +12,7 @@ import mgpt
 from mgpt import constants, losses
 from mgpt.config import DataConfig
 from mgpt.data import DataError, build_datasets, errors
-from mgpt.data.encode import encode_sequences
+from mgpt.data.encode import class_ids, encode_texts
 from mgpt.data.formats import FORMATS, READERS
 from mgpt.data.labels import LABEL_KINDS, LABEL_NONE, LABEL_STRING
 from mgpt.data.reading import read_examples, read_file
@@ -126,7 +126,9 @@ class _RecordingTask:
 
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         self.calls.append((split, where, dict(label_to_id)))
-        return encode_sequences(examples, tokenizer, data_cfg.max_length, label_to_id=label_to_id, where=where)
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = class_ids(examples, label_to_id, where)
+        return encoded
 
 
 def test_build_datasets_asks_the_task_how_its_labels_look_and_lets_it_encode(tmp_path):

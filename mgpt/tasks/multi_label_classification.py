@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
-from mgpt.data.encode import encode_sequences
+from mgpt.data.encode import encode_texts, multi_hot
 from mgpt.data.labels import LABEL_MULTI
 
 
@@ -25,8 +25,9 @@ class MultiLabelClassification:
 
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Token arrays of one split plus float32 multi-hot labels (N, C)."""
-        return encode_sequences(examples, tokenizer, data_cfg.max_length, label_to_id=label_to_id,
-                                multi_label=True, where=where)
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = multi_hot(examples, label_to_id, where)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count): binary cross-entropy summed over labels, counted per real example."""

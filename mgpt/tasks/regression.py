@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
-from mgpt.data.encode import encode_sequences
+from mgpt.data.encode import encode_texts, float_targets
 from mgpt.data.labels import LABEL_FLOAT
 
 
@@ -27,7 +27,9 @@ class Regression:
 
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Token arrays of one split plus float32 targets (0.0 where an example has none)."""
-        return encode_sequences(examples, tokenizer, data_cfg.max_length, regression=True, where=where)
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = float_targets(examples)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count) of squared error over real rows; labels float32 (B,)."""

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
-from mgpt.data.encode import encode_sequences
+from mgpt.data.encode import class_ids, encode_texts
 from mgpt.data.labels import LABEL_STRING
 
 
@@ -21,8 +21,9 @@ class SequenceClassification:
 
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Token arrays of one split plus int32 label ids (-100 where an example has no label)."""
-        return encode_sequences(examples, tokenizer, data_cfg.max_length, label_to_id=label_to_id or None,
-                                where=where)
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = class_ids(examples, label_to_id, where)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count) of cross-entropy over real rows; logits (B, C), labels int32 (B,)."""
