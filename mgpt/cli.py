@@ -123,11 +123,11 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
     import json
 
     from mgpt import generate
-    from mgpt.data import records, sources
+    from mgpt.data import labels, reading, records
 
     if args.input:
-        rows = sources.read_records(args.input, "jsonl")
-        inputs = [dict(r, prompt=records.example_from_record(r, config.data, "causal_lm", where, True)["text"])
+        rows = reading.read_file(args.input, config.data, fmt="jsonl").rows
+        inputs = [dict(r, prompt=records.example_from_record(r, config.data, labels.LABEL_NONE, where, True)["text"])
                   for where, r in rows]
     else:
         inputs = [{"prompt": text} for text in args.prompt]

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-IGNORE_INDEX = -100
+from mgpt.constants import IGNORE_INDEX
 
 
 def _row_weights(weights: Optional[jnp.ndarray], shape: tuple[int, ...]) -> jnp.ndarray:

@@ -11,7 +11,9 @@ from transformers import PreTrainedTokenizerFast
 from mgpt.config import DataConfig
 from mgpt.data import DataError, build_datasets
 from mgpt.data.cleaning import clean_examples, normalize_text
+from mgpt.data.labels import LABEL_STRING
 from mgpt.data.splitting import split_examples, split_indices
+from mgpt.tasks import get_task
 
 
 def tokenizer():
@@ -67,10 +69,10 @@ def test_build_datasets_returns_cleaning_counts_and_unknown_label_names_the_file
     cfg = DataConfig(train_file=str(train), drop_empty=True, drop_duplicates=True, label_map={1: "pos", "0": "neg"},
                      labels=("neg", "pos"))
     with pytest.raises(DataError, match=rf"{train}: label '2' \(train split\) is not in the label list"):
-        build_datasets(cfg, "sequence_classification", tokenizer())
+        build_datasets(cfg, get_task("sequence_classification"), tokenizer())
     cfg = DataConfig(train_file=str(train), drop_empty=True, drop_duplicates=True,
                      label_map={"1": "pos", "0": "neg", "2": "pos"})
-    bundle = build_datasets(cfg, "sequence_classification", tokenizer())
+    bundle = build_datasets(cfg, get_task("sequence_classification"), tokenizer())
     assert bundle.cleaning == {"train": {"label_dropped": 0, "empty": 1, "too_short": 0, "too_long": 0,
                                          "duplicate": 1}}
     assert [e["label"] for e in bundle.examples["train"]] == ["pos", "neg", "pos"]
@@ -99,7 +101,7 @@ def test_existing_split_is_never_mixed(caplog):
     cfg = DataConfig(validation_ratio=0.2, test_ratio=0.3, split_seed=1)
     with caplog.at_level(logging.WARNING, logger="mgpt"):
         examples, sources = split_examples({"train": train, "test": test}, {"train": "tr.csv", "test": "te.csv"},
-                                           cfg, "sequence_classification")
+                                           cfg, LABEL_STRING)
     assert examples["test"] == test and sources["test"] == "te.csv"
     assert len(examples["validation"]) == 2 and len(examples["train"]) == 8
     assert Counter(e["label"] for e in examples["validation"]) == {"a": 1, "b": 1}

@@ -9,7 +9,8 @@ from transformers import PreTrainedTokenizerFast
 
 from mgpt.config import DataConfig
 from mgpt.data import DataError, build_datasets
-from mgpt.data.encode import encode_causal_lm, encode_sequences, encode_tokens
+from mgpt.data.encode import encode_causal_lm, encode_tokens
+from mgpt.tasks import get_task
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "play", "##ing", "##s", "new", "york", "is", "un",
          "##believ", "##able", "</s>"]
@@ -40,11 +41,16 @@ NER = [{"tokens": ["New", "York", "is", "unbelievable"], "tags": ["B-LOC", "I-LO
        {"tokens": ["cats"], "tags": ["O"]}]
 
 
+def encode_with(kind, examples, tokenizer, max_length, label_to_id=None, where=""):
+    """A split encoded the way build_datasets has the task encode it."""
+    return get_task(kind).encode(examples, tokenizer, DataConfig(max_length=max_length), label_to_id or {},
+                                 split="train", where=where)
+
+
 def test_sequence_encoding_right_padded_with_labels():
-    enc = encode_sequences(
-        [{"text": "the cat", "label": "b"}, {"text": "Playing", "label": "a"}],
-        wordpiece(), 6, label_to_id={"a": 0, "b": 1},
-    )
+    enc = encode_with("sequence_classification",
+                      [{"text": "the cat", "label": "b"}, {"text": "Playing", "label": "a"}],
+                      wordpiece(), 6, {"a": 0, "b": 1})
     a = enc.arrays
     np.testing.assert_array_equal(a["input_ids"], [[CLS, 4, 5, SEP, PAD, PAD], [CLS, 6, 7, SEP, PAD, PAD]])
     np.testing.assert_array_equal(a["attention_mask"], [[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0]])
@@ -55,16 +61,15 @@ def test_sequence_encoding_right_padded_with_labels():
 
 
 def test_pair_encoding_token_types_and_regression_labels():
-    enc = encode_sequences([{"text": "the cat", "text_pair": "new york", "label": 0.25}], wordpiece(), 8,
-                           regression=True)
+    enc = encode_with("regression", [{"text": "the cat", "text_pair": "new york", "label": 0.25}], wordpiece(), 8)
     np.testing.assert_array_equal(enc.arrays["input_ids"], [[CLS, 4, 5, SEP, 9, 10, SEP, PAD]])
     np.testing.assert_array_equal(enc.arrays["token_type_ids"], [[0, 0, 0, 0, 1, 1, 1, 0]])
     assert enc.arrays["labels"].dtype == np.float32 and enc.arrays["labels"].tolist() == [0.25]
 
 
 def test_no_token_type_ids_when_tokenizer_does_not_return_them():
-    enc = encode_sequences([{"text": "the cat", "label": "a"}], wordpiece(token_type_ids=False), 5,
-                           label_to_id={"a": 0})
+    enc = encode_with("sequence_classification", [{"text": "the cat", "label": "a"}], wordpiece(token_type_ids=False),
+                      5, {"a": 0})
     assert sorted(enc.arrays) == ["attention_mask", "input_ids", "labels"]
 
 
@@ -72,7 +77,7 @@ def test_sequence_truncation_warns_with_count(caplog):
     examples = [{"text": "the cat is new", "label": "a"}, {"text": "cat", "label": "a"},
                 {"text": "unbelievable", "label": "a"}]
     with caplog.at_level(logging.WARNING, logger="mgpt"):
-        enc = encode_sequences(examples, wordpiece(), 4, label_to_id={"a": 0}, where="train")
+        enc = encode_with("sequence_classification", examples, wordpiece(), 4, {"a": 0}, where="train")
     np.testing.assert_array_equal(enc.arrays["input_ids"][0], [CLS, 4, 5, SEP])
     assert enc.num_truncated == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -142,7 +147,7 @@ def test_build_datasets_classification(tmp_path):
     test = write(tmp_path, "test.csv", "sentence,y\nplaying,neg\n")
     cfg = DataConfig(format="csv", train_file=train, test_file=test, text_column="sentence", label_column="y",
                      max_length=6)
-    bundle = build_datasets(cfg, "sequence_classification", wordpiece())
+    bundle = build_datasets(cfg, get_task("sequence_classification"), wordpiece())
     assert bundle.label_names == ("neg", "pos") and bundle.num_labels == 2
     assert sorted(bundle.splits) == ["test", "train"]
     np.testing.assert_array_equal(bundle.splits["train"]["labels"], [1, 0, 1])
@@ -152,7 +157,7 @@ def test_build_datasets_classification(tmp_path):
     # A fixed label order from the config wins.
     fixed = build_datasets(
         DataConfig(format="csv", train_file=train, text_column="sentence", label_column="y", labels=("pos", "neg")),
-        "sequence_classification", wordpiece(),
+        get_task("sequence_classification"), wordpiece(),
     )
     np.testing.assert_array_equal(fixed.splits["train"]["labels"], [0, 1, 0])
 
@@ -162,14 +167,14 @@ def test_eval_label_not_in_training_labels_fails(tmp_path):
     val = write(tmp_path, "val.csv", "text,label\ncat,neutral\n")
     cfg = DataConfig(format="csv", train_file=train, validation_file=val)
     with pytest.raises(DataError, match=rf"{val}: label 'neutral' \(validation split\) is not in the label list"):
-        build_datasets(cfg, "sequence_classification", wordpiece())
+        build_datasets(cfg, get_task("sequence_classification"), wordpiece())
 
 
 def test_build_datasets_ner(tmp_path):
     train = write(tmp_path, "train.conll", "New B-LOC\nYork I-LOC\nis O\nunbelievable B-MISC\n\ncats O\n")
     val = write(tmp_path, "dev.conll", "cats S-MISC\n")  # BIOES in this file: S- becomes B-
     cfg = DataConfig(format="conll", train_file=train, validation_file=val, max_length=10)
-    bundle = build_datasets(cfg, "token_classification", wordpiece())
+    bundle = build_datasets(cfg, get_task("token_classification"), wordpiece())
     assert bundle.label_names == ("O", "B-LOC", "B-MISC", "I-LOC")
     np.testing.assert_array_equal(bundle.word_index["train"], [[1, 2, 3, 4], [1, -1, -1, -1]])
     np.testing.assert_array_equal(bundle.num_words["validation"], [1])
@@ -177,30 +182,30 @@ def test_build_datasets_ner(tmp_path):
     assert bundle.references("validation") == [["B-MISC"]]
     # Labelling every sub-word needs I-MISC, which is added for the B-MISC seen in training.
     cfg_all = DataConfig(format="conll", train_file=train, max_length=10, label_all_subwords=True)
-    assert build_datasets(cfg_all, "token_classification", wordpiece()).label_names == (
+    assert build_datasets(cfg_all, get_task("token_classification"), wordpiece()).label_names == (
         "O", "B-LOC", "B-MISC", "I-LOC", "I-MISC")
 
 
 def test_build_datasets_rejects_wrong_format_for_task(tmp_path):
     train = write(tmp_path, "train.csv", "text,label\nthe cat,pos\n")
     with pytest.raises(DataError, match="token_classification reads data.format='conll'"):
-        build_datasets(DataConfig(format="csv", train_file=train), "token_classification", wordpiece())
+        build_datasets(DataConfig(format="csv", train_file=train), get_task("token_classification"), wordpiece())
     with pytest.raises(DataError, match="no data files"):
-        build_datasets(DataConfig(format="csv"), "sequence_classification", wordpiece())
+        build_datasets(DataConfig(format="csv"), get_task("sequence_classification"), wordpiece())
 
 
 def test_predict_split_labels_optional(tmp_path):
     train = write(tmp_path, "train.csv", "text,label\nthe cat,pos\nnew york,neg\n")
     unlabelled = write(tmp_path, "new.csv", "text\nplaying\n")
     cfg = DataConfig(format="csv", train_file=train, predict_file=unlabelled, max_length=6)
-    bundle = build_datasets(cfg, "sequence_classification", wordpiece())
+    bundle = build_datasets(cfg, get_task("sequence_classification"), wordpiece())
     assert bundle.examples["predict"] == [{"text": "playing"}]
     np.testing.assert_array_equal(bundle.splits["predict"]["labels"], [-100])
     # Token classification: a token-only CoNLL file to tag.
     ner_train = write(tmp_path, "train.conll", "New B-LOC\nYork I-LOC\n")
     tokens_only = write(tmp_path, "new.conll", "the\ncats\n\nnew\n")
     cfg = DataConfig(format="conll", train_file=ner_train, predict_file=tokens_only, max_length=6)
-    bundle = build_datasets(cfg, "token_classification", wordpiece())
+    bundle = build_datasets(cfg, get_task("token_classification"), wordpiece())
     assert bundle.examples["predict"] == [{"tokens": ["the", "cats"]}, {"tokens": ["new"]}]
     np.testing.assert_array_equal(bundle.word_index["predict"], [[1, 2], [1, -1]])
     assert (bundle.splits["predict"]["labels"] == -100).all()

@@ -2,8 +2,17 @@
 
 import pytest
 
-from mgpt.data.conll import detect_scheme, read_conll, to_iob2
-from mgpt.data.sources import DataError, read_examples
+from mgpt.config import DataConfig
+from mgpt.data.conll import read_conll
+from mgpt.data.errors import DataError
+from mgpt.data.labels import LABEL_STRING
+from mgpt.data.reading import read_examples
+from mgpt.data.tags import detect_scheme, to_iob2
+
+
+def read(path, fmt, label_kind=LABEL_STRING, labels_optional=False, **columns):
+    """The examples of one file, through the data path's one entry point."""
+    return read_examples(path, DataConfig(format=fmt, **columns), label_kind, labels_optional)
 
 
 def write(tmp_path, name, text):
@@ -21,7 +30,7 @@ def test_csv_custom_columns_with_pair_and_quoted_commas(tmp_path):
         "train.csv",
         'id,sentence1,sentence2,gold\n1,"Hello, world",Hi there,yes\n2,Bye,"See you, later",no\n',
     )
-    rows = read_examples(path, "csv", text_column="sentence1", text_pair_column="sentence2", label_column="gold")
+    rows = read(path, "csv", text_column="sentence1", text_pair_column="sentence2", label_column="gold")
     assert rows == [
         {"text": "Hello, world", "text_pair": "Hi there", "label": "yes"},
         {"text": "Bye", "text_pair": "See you, later", "label": "no"},
@@ -30,56 +39,56 @@ def test_csv_custom_columns_with_pair_and_quoted_commas(tmp_path):
 
 def test_tsv_regression_labels_are_floats(tmp_path):
     path = write(tmp_path, "train.tsv", "score\tsent\n0.5\ta, b\n3\tc\n")
-    rows = read_examples(path, "tsv", text_column="sent", label_column="score", label_kind="float")
+    rows = read(path, "tsv", text_column="sent", label_column="score", label_kind="float")
     assert rows == [{"text": "a, b", "label": 0.5}, {"text": "c", "label": 3.0}]
     assert all(isinstance(r["label"], float) for r in rows)
 
 
 def test_jsonl_custom_keys_numeric_class_label_becomes_string(tmp_path):
     path = write(tmp_path, "d.jsonl", '{"q": "what?", "y": 1}\n\n{"q": ["two", "parts"], "y": "neg"}\n')
-    rows = read_examples(path, "jsonl", text_column="q", label_column="y")
+    rows = read(path, "jsonl", text_column="q", label_column="y")
     assert rows == [{"text": "what?", "label": "1"}, {"text": "two parts", "label": "neg"}]
 
 
 def test_no_label_kind_reads_text_only(tmp_path):
     path = write(tmp_path, "lm.jsonl", '{"text": "a b c"}\n')
-    assert read_examples(path, "jsonl", label_kind="none") == [{"text": "a b c"}]
+    assert read(path, "jsonl", label_kind="none") == [{"text": "a b c"}]
 
 
 def test_csv_wrong_column_count_names_file_and_line(tmp_path):
     path = write(tmp_path, "bad.csv", "text,label\ngood,a\nbad,a,extra\n")
     with pytest.raises(DataError, match=rf"{path}:3: expected 2 columns"):
-        read_examples(path, "csv")
+        read(path, "csv")
 
 
 def test_csv_missing_column_names_it(tmp_path):
     path = write(tmp_path, "bad.csv", "sentence,label\nx,a\n")
     with pytest.raises(DataError, match=rf"{path}:1: missing column 'text'"):
-        read_examples(path, "csv")
+        read(path, "csv")
 
 
 def test_regression_label_not_a_number(tmp_path):
     path = write(tmp_path, "r.tsv", "text\tlabel\nfine\t1.5\nbroken\thigh\n")
     with pytest.raises(DataError, match=rf"{path}:3: regression label 'high' is not a number"):
-        read_examples(path, "tsv", label_kind="float")
+        read(path, "tsv", label_kind="float")
 
 
 def test_jsonl_bad_json_and_missing_key_name_the_line(tmp_path):
     path = write(tmp_path, "bad.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
     with pytest.raises(DataError, match=rf"{path}:2: expected one JSON object per line"):
-        read_examples(path, "jsonl")
+        read(path, "jsonl")
     path = write(tmp_path, "missing.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b"}\n')
     with pytest.raises(DataError, match=rf"{path}:3: missing key 'label'"):
-        read_examples(path, "jsonl")
+        read(path, "jsonl")
 
 
 def test_empty_files_fail(tmp_path):
     for name, fmt in (("e.csv", "csv"), ("e.jsonl", "jsonl")):
         path = write(tmp_path, name, "")
         with pytest.raises(DataError, match="empty"):
-            read_examples(path, fmt)
+            read(path, fmt)
     with pytest.raises(DataError, match="no examples"):
-        read_examples(write(tmp_path, "h.csv", "text,label\n"), "csv")
+        read(write(tmp_path, "h.csv", "text,label\n"), "csv")
     with pytest.raises(DataError, match="empty"):
         read_conll(write(tmp_path, "e.conll", ""))
 
@@ -157,4 +166,4 @@ def test_scheme_detected_per_file(tmp_path):
 def test_csv_with_byte_order_mark_reads_first_column(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("text,label\nnice,pos\n".encode("utf-8-sig"))
-    assert read_examples(str(path), "csv") == [{"text": "nice", "label": "pos"}]
+    assert read(str(path), "csv") == [{"text": "nice", "label": "pos"}]

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 from mgpt.config import DataConfig
 from mgpt.data import DataError, build_datasets
+from mgpt.tasks import get_task
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "</s>", "good", "bad", "film", "eu", "rejects", "german", "call"]
 
@@ -55,7 +56,7 @@ def test_glue_sst2_slices_and_class_label_names():
     cfg = DataConfig(format="tfds", tfds_name="glue/sst2", text_column="sentence", max_length=5,
                      tfds_splits={"train": "train[:60%]", "validation": "train[60%:]", "predict": "test"})
     with served({"train": train, "test": [sst2_row(0, "good", -1)]}):
-        bundle = build_datasets(cfg, "sequence_classification", word_tokenizer())
+        bundle = build_datasets(cfg, get_task("sequence_classification"), word_tokenizer())
     # ClassLabel ids come back as their names; the label order is the feature's.
     assert bundle.label_names == ("negative", "positive")
     assert bundle.examples["train"] == [{"text": "good film", "label": "positive"},
@@ -72,7 +73,7 @@ def test_glue_sst2_slices_and_class_label_names():
                           tfds_splits={"train": "train", "test": "test"})
     with served({"train": train, "test": [sst2_row(0, "good", -1)]}):
         with pytest.raises(DataError, match=r"tfds:glue/sst2\[test\] example 0: no label in field 'label'"):
-            build_datasets(cfg_test, "sequence_classification", word_tokenizer())
+            build_datasets(cfg_test, get_task("sequence_classification"), word_tokenizer())
 
 
 def test_conll2003_tokens_and_ner_tags():
@@ -81,7 +82,7 @@ def test_conll2003_tokens_and_ner_tags():
     cfg = DataConfig(format="tfds", tfds_name="conll2003", text_column="tokens", label_column="ner",
                      tfds_splits={"train": "train"}, max_length=8)
     with served({"train": [sentence]}):
-        bundle = build_datasets(cfg, "token_classification", word_tokenizer())
+        bundle = build_datasets(cfg, get_task("token_classification"), word_tokenizer())
     assert bundle.examples["train"] == [{"tokens": ["EU", "rejects", "German", "call"],
                                          "tags": ["B-ORG", "O", "B-MISC", "O"]}]
     # The ClassLabel's nine tags, in its order, even those absent from this slice.
@@ -96,7 +97,7 @@ def test_cnn_dailymail_prompt_template():
     cfg = DataConfig(format="tfds", tfds_name="cnn_dailymail", tfds_splits={"train": "train", "test": "test"},
                      prompt_template="Article: {article}\nSummary:", target_column="highlights")
     with served({"train": [article], "test": [dict(article, id="a2")]}):
-        bundle = build_datasets(cfg, "causal_lm", word_tokenizer())
+        bundle = build_datasets(cfg, get_task("causal_lm"), word_tokenizer())
     assert bundle.examples["train"] == [{"text": "Article: EU rejects German call .\nSummary:",
                                          "text_pair": "EU rejects call"}]
     assert sorted(bundle.splits) == ["test", "train"]
@@ -107,14 +108,14 @@ def test_wmt14_translation_pairs():
     cfg = DataConfig(format="tfds", tfds_name="wmt14_translate/de-en", tfds_splits={"train": "train[:1]"},
                      prompt_template="German: {de}\nEnglish:", target_column="en")
     with served({"train": [pair, {"de": "x", "en": "y"}]}):
-        bundle = build_datasets(cfg, "causal_lm", word_tokenizer())
+        bundle = build_datasets(cfg, get_task("causal_lm"), word_tokenizer())
     assert bundle.examples["train"] == [{"text": "German: Die EU lehnt ab\nEnglish:", "text_pair": "the EU rejects"}]
 
 
 def test_random_mock_examples_decode_to_text_and_label_names():
     cfg = DataConfig(format="tfds", tfds_name="glue/sst2", text_column="sentence", tfds_splits={"train": "train"})
     with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-        bundle = build_datasets(cfg, "sequence_classification", word_tokenizer())
+        bundle = build_datasets(cfg, get_task("sequence_classification"), word_tokenizer())
     examples = bundle.examples["train"]
     assert len(examples) == 4
     assert all(isinstance(e["text"], str) and e["label"] in ("negative", "positive") for e in examples)
@@ -124,11 +125,11 @@ def test_unknown_data_set_and_missing_feature_fail_clearly():
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE):
         with pytest.raises(DataError, match="data.tfds_name 'no_such_set': TFDS has no such data set"):
             build_datasets(DataConfig(format="tfds", tfds_name="no_such_set", tfds_splits={"train": "train"}),
-                           "sequence_classification", word_tokenizer())
+                           get_task("sequence_classification"), word_tokenizer())
     with served({"train": [sst2_row(0, "good", "positive")]}):
         with pytest.raises(DataError, match=r"missing field 'text' \(for text\).*'sentence'"):
             build_datasets(DataConfig(format="tfds", tfds_name="glue/sst2", tfds_splits={"train": "train"}),
-                           "sequence_classification", word_tokenizer())
+                           get_task("sequence_classification"), word_tokenizer())
 
 
 def test_mgpt_does_not_import_tfds_at_import_time():
@@ -146,4 +147,4 @@ def test_tfrecord_data_without_tensorflow_says_what_to_do(monkeypatch):
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=tfrecord_only):
         with pytest.raises(DataError, match=r"prepared as TFRecord files .*pip install tensorflow-cpu.*"
                                             r"tfds build glue/sst2 --file_format=array_record"):
-            build_datasets(cfg, "sequence_classification", word_tokenizer())
+            build_datasets(cfg, get_task("sequence_classification"), word_tokenizer())

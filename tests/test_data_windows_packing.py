@@ -58,7 +58,7 @@ def test_long_document_every_word_predicted_once_from_its_window(tmp_path):
     train = tmp_path / "doc.conll"
     train.write_text("".join(f"{w} {t}\n" for w, t in zip(DOC, tags)))
     cfg = DataConfig(format="conll", train_file=str(train), max_length=6, stride=2)
-    bundle = build_datasets(cfg, "token_classification", bert_wordpiece())
+    bundle = build_datasets(cfg, get_task("token_classification"), bert_wordpiece())
     arrays = bundle.splits["train"]
     assert bundle.row_example["train"].tolist() == [0, 0, 0, 0, 0]
     assert bundle.word_offset["train"].tolist() == [0, 2, 4, 5, 7]
@@ -101,7 +101,7 @@ def test_prompt_template_scores_only_the_answer(tmp_path):
     train = write_jsonl(tmp_path / "qa.jsonl", [{"question": "the cat", "answer": "new york", "id": 7}])
     cfg = DataConfig(format="jsonl", train_file=train, prompt_template="question: {question} answer:",
                      target_column="answer", max_length=10)
-    bundle = build_datasets(cfg, "causal_lm", gpt_words())
+    bundle = build_datasets(cfg, get_task("causal_lm"), gpt_words())
     assert bundle.examples["train"] == [{"text": "question: the cat answer:", "text_pair": "new york"}]
     a = bundle.splits["train"]
     q, c, ans, EOS = G["question"], G[":"], G["answer"], G["</s>"]
@@ -110,7 +110,7 @@ def test_prompt_template_scores_only_the_answer(tmp_path):
     np.testing.assert_array_equal(a["attention_mask"], [[1, 1, 1, 1, 1, 1, 1, 1, 1, 0]])
     bad = DataConfig(format="jsonl", train_file=train, prompt_template="question: {query}", target_column="answer")
     with pytest.raises(DataError, match=rf"{train}:1: data.prompt_template needs field\(s\) \['query'\]"):
-        build_datasets(bad, "causal_lm", gpt_words())
+        build_datasets(bad, get_task("causal_lm"), gpt_words())
 
 
 def test_packing_arrays_by_hand():
@@ -138,9 +138,9 @@ def test_pack_only_the_training_split(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     val = write_jsonl(tmp_path / "val.jsonl", rows)
     cfg = DataConfig(format="jsonl", train_file=train, validation_file=val, max_length=8, pack=True)
-    bundle = build_datasets(cfg, "causal_lm", gpt_words())
+    bundle = build_datasets(cfg, get_task("causal_lm"), gpt_words())
     assert bundle.splits["train"]["input_ids"].shape == (2, 8)
     assert sorted(bundle.splits["train"]) == ["attention_mask", "input_ids", "labels", "position_ids", "segment_ids"]
     assert bundle.splits["validation"]["input_ids"].shape == (3, 8)  # one example per row for evaluation
     with pytest.raises(DataError, match="data.pack is for causal_lm"):
-        build_datasets(DataConfig(train_file=train, pack=True), "sequence_classification", gpt_words())
+        build_datasets(DataConfig(train_file=train, pack=True), get_task("sequence_classification"), gpt_words())

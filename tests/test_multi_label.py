@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 
 from mgpt.config import DataConfig
 from mgpt.data import build_datasets
-from mgpt.data.sources import read_examples
+from mgpt.data.reading import read_examples
 from mgpt.tasks import TASKS, get_task
 
 
@@ -32,7 +32,7 @@ def test_label_sets_from_delimited_strings_and_json_lists(tmp_path):
     val = tmp_path / "val.csv"
     val.write_text('text,tags\nx,sports\nx,arts | sports\n')
     cfg = DataConfig(train_file=str(train), validation_file=str(val), label_column="tags", max_length=3)
-    bundle = build_datasets(cfg, "multi_label_classification", tokenizer())
+    bundle = build_datasets(cfg, get_task("multi_label_classification"), tokenizer())
     assert bundle.label_names == ("arts", "news", "sports")
     assert [e["label"] for e in bundle.examples["train"]] == [["sports", "news"], [], ["arts", "news"]]
     labels = bundle.splits["train"]["labels"]
@@ -41,10 +41,10 @@ def test_label_sets_from_delimited_strings_and_json_lists(tmp_path):
     np.testing.assert_array_equal(bundle.references("validation"), [[0, 0, 1], [1, 0, 1]])
     jsonl = tmp_path / "train.jsonl"
     jsonl.write_text('{"text": "x", "tags": ["news", 3]}\n{"text": "x", "tags": "a|b"}\n')
-    examples = read_examples(jsonl, "jsonl", label_column="tags", label_kind="multi")
+    examples = read_examples(jsonl, DataConfig(format="jsonl", label_column="tags"), "multi")
     assert [e["label"] for e in examples] == [["news", "3"], ["a", "b"]]
     semicolons = DataConfig(train_file=str(train), label_column="tags", label_delimiter=";")
-    assert build_datasets(semicolons, "multi_label_classification", tokenizer()).label_names == (
+    assert build_datasets(semicolons, get_task("multi_label_classification"), tokenizer()).label_names == (
         "arts", "news", "sports|news")
 
 

@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from mgpt.config import DataConfig
 from mgpt.data.conll import read_conll
 from mgpt.data.dataset import build_datasets
+from mgpt.tasks import get_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +36,7 @@ def test_wnut17_reference_encodes_like_mgpt(tmp_path):
     max_length = 12  # cuts the third sentence (and its only entity)
 
     bundle = build_datasets(DataConfig(format="conll", train_file=str(path), max_length=max_length),
-                            "token_classification", tokenizer)
+                            get_task("token_classification"), tokenizer)
     ours = bundle.splits["train"]
 
     sys.path[:0] = [os.path.join(ROOT, "experiments", "benchmarks"), os.path.join(ROOT, "experiments")]

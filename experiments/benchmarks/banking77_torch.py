@@ -15,7 +15,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import torch_common  # noqa: F401  (puts the checkout on sys.path)
 from banking77_intent import DATA, HYPERPARAMETERS, minilm_path
-from mgpt.data.sources import read_examples
+from mgpt.config import DataConfig
+from mgpt.data.labels import LABEL_STRING
+from mgpt.data.reading import read_examples
 from mgpt.data.splitting import split_indices
 
 
@@ -28,9 +30,9 @@ def encode(examples, tokenizer, label_to_id, max_length):
 def main():
     args = torch_common.reference_args("bench_results/banking77_torch.json")
     hp = HYPERPARAMETERS
-    read = dict(text_column="text", label_column="category")
-    pool = read_examples(os.path.join(DATA, "train.csv"), "csv", **read)
-    test = read_examples(os.path.join(DATA, "test.csv"), "csv", **read)
+    read = DataConfig(format="csv", text_column="text", label_column="category")
+    pool = read_examples(os.path.join(DATA, "train.csv"), read, LABEL_STRING)
+    test = read_examples(os.path.join(DATA, "test.csv"), read, LABEL_STRING)
     parts = split_indices(len(pool), hp["validation_ratio"], 0.0, seed=0, labels=[e["label"] for e in pool])
     train = [pool[i] for i in parts["train"]]
     validation = [pool[i] for i in parts["validation"]]

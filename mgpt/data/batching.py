@@ -14,9 +14,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from mgpt.data.sources import DataError
-
-IGNORE_INDEX = -100
+from mgpt.constants import IGNORE_INDEX
+from mgpt.data.errors import DataError
 
 
 class Batches:

@@ -12,7 +12,7 @@ import logging
 import re
 import unicodedata
 
-from mgpt.data.sources import DataError
+from mgpt.data.errors import DataError
 
 logger = logging.getLogger("mgpt")
 

@@ -1,33 +1,48 @@
 """From the data config to encoded train / validation / test arrays.
 
-read (files or TFDS) -> clean -> split (carve validation / test out of train) -> label list ->
-encode (sliding windows for long token-classification documents; packing for causal LM).
+read (one reader per format -> records -> examples) -> clean -> split (carve validation / test out
+of train) -> label list -> the task encodes (sliding windows for long token-classification
+documents; packing for causal LM). The data layer asks the task object how its labels look and
+lets it encode; it never imports mgpt.tasks nor compares task names.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Mapping, Protocol
 
 import numpy as np
 
-from mgpt.data import cleaning, conll, encode, packing, reading, splitting, windows
-from mgpt.data.sources import DataError
+from mgpt.data import cleaning, labels, reading, splitting
+from mgpt.data.encode import Encoded
+from mgpt.data.errors import DataError
+from mgpt.data.tags import split_tag
 
 logger = logging.getLogger("mgpt")
 
-TASK_KINDS = ("sequence_classification", "multi_label_classification", "token_classification", "regression",
-              "causal_lm", "generation")
-# Task kinds whose data is read and encoded as another kind's: generation trains as causal LM on the target.
-ENCODED_AS = {"generation": "causal_lm"}
 SPLIT_FILES = reading.SPLIT_FILES
 UNLABELLED_OK = reading.UNLABELLED_OK
+# Per-split arrays an encoder may return besides the Batch arrays, kept on the bundle under the same name.
+_EXTRAS = ("word_index", "num_words", "row_example", "word_offset")
+
+
+class EncodingTask(Protocol):
+    """What :func:`build_datasets` needs of a task object (every task in mgpt.tasks has it)."""
+
+    name: str  # named in error messages
+    label_kind: str  # how its labels look: one of mgpt.data.labels.LABEL_KINDS
+
+    def encode(self, examples: list[dict], tokenizer, data_cfg, label_to_id: Mapping[str, int], *, split: str,
+               where: str) -> Encoded:
+        """The Batch-contract arrays of one split's examples (see mgpt.data.encode)."""
 
 
 @dataclasses.dataclass
 class DatasetBundle:
     """Encoded splits plus what is needed to turn predictions back into labels.
 
+    ``label_kind`` is the task's (mgpt.data.labels): it says what :meth:`references` returns.
     ``splits[name]`` holds Batch-contract arrays (input_ids, attention_mask, [token_type_ids],
     labels); only the splits whose files were given (or carved out of train) are present:
     "train", "validation", "test", and "predict" (whose examples may lack labels; theirs are
@@ -39,7 +54,7 @@ class DatasetBundle:
     A packed causal-LM train split also has ``segment_ids`` / ``position_ids`` (mgpt.data.packing).
     """
 
-    task_kind: str
+    label_kind: str
     splits: dict[str, dict[str, np.ndarray]]
     label_names: tuple[str, ...]
     examples: dict[str, list[dict]]
@@ -58,20 +73,20 @@ class DatasetBundle:
     def references(self, split: str):
         """What ``task.report`` compares predictions with: label ids (N,), float targets (N,),
         multi-hot labels (N, C), per-example word tag lists (token classification), or None (causal LM)."""
-        if self.task_kind == "token_classification":
+        if self.label_kind == labels.LABEL_TAGS:
             return [list(e["tags"]) for e in self.examples[split]]
-        if self.task_kind == "multi_label_classification":
+        if self.label_kind == labels.LABEL_MULTI:
             return np.asarray(self.splits[split]["labels"]).astype(np.int64)
-        if self.task_kind in ("sequence_classification", "regression"):
+        if self.label_kind in (labels.LABEL_STRING, labels.LABEL_FLOAT):
             return np.asarray(self.splits[split]["labels"])
         return None
 
 
-def _labels_of(example: dict, task_kind: str) -> list[str]:
+def _labels_of(example: dict, label_kind: str) -> list[str]:
     """The labels an example carries (none for unlabelled examples of a predict file)."""
-    if task_kind == "token_classification":
+    if label_kind == labels.LABEL_TAGS:
         return list(example.get("tags", ()))
-    if task_kind == "multi_label_classification":
+    if label_kind == labels.LABEL_MULTI:
         return list(example.get("label", ()))
     return [example["label"]] if "label" in example else []
 
@@ -82,38 +97,38 @@ def _hint_names(data_cfg, hint: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in (label_map.get(h, h) for h in hint) if n))
 
 
-def _label_names(data_cfg, task_kind: str, examples: dict[str, list[dict]], hint=()) -> tuple[str, ...]:
+def _label_names(data_cfg, label_kind: str, examples: dict[str, list[dict]], hint=()) -> tuple[str, ...]:
     """data.labels when given, else the names of a TFDS ClassLabel feature (``hint``), else the
     sorted labels seen in training ("O" first for tags)."""
-    if task_kind in ("regression", "causal_lm"):
+    if label_kind in (labels.LABEL_FLOAT, labels.LABEL_NONE):
         return ()
     if data_cfg.labels or hint:
         names = tuple(str(label) for label in data_cfg.labels) or _hint_names(data_cfg, hint)
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise DataError(f"data.labels has duplicates: {duplicates}")
-        if task_kind == "token_classification":
+        if label_kind == labels.LABEL_TAGS:
             for name in names:
                 try:
-                    conll.split_tag(name)
+                    split_tag(name)
                 except ValueError as e:
                     raise DataError(f"data.labels: {e} (tags are IOB2)") from None
         return names
     if "train" not in examples:
         raise DataError("data.labels must be given when there is no training data to read the labels from")
-    seen = {label for e in examples["train"] for label in _labels_of(e, task_kind)}
-    if task_kind != "token_classification":
+    seen = {label for e in examples["train"] for label in _labels_of(e, label_kind)}
+    if label_kind != labels.LABEL_TAGS:
         return tuple(sorted(seen))
     if data_cfg.label_all_subwords:  # non-first sub-words of a B-X word are labelled I-X
         seen |= {"I-" + tag[2:] for tag in seen if tag.startswith("B-")}
     return ("O",) + tuple(sorted(seen - {"O"}))
 
 
-def _check_labels(label_names, task_kind, examples, files, origin: str) -> None:
+def _check_labels(label_names, label_kind, examples, files, origin: str) -> None:
     known = set(label_names)
     for split, split_examples in examples.items():
         for example in split_examples:
-            for label in _labels_of(example, task_kind):
+            for label in _labels_of(example, label_kind):
                 if label not in known:
                     raise DataError(
                         f"{files[split]}: label {label!r} ({split} split) is not in the label list "
@@ -121,74 +136,51 @@ def _check_labels(label_names, task_kind, examples, files, origin: str) -> None:
                     )
 
 
-def _encode_split(data_cfg, task_kind: str, split: str, split_examples: list[dict], tokenizer, label_to_id,
-                  bundle: DatasetBundle, where: str) -> encode.Encoded:
-    if task_kind == "token_classification":
-        if data_cfg.stride > 0:
-            encoded = windows.encode_token_windows(
-                split_examples, tokenizer, data_cfg.max_length, label_to_id, data_cfg.stride,
-                label_all_subwords=data_cfg.label_all_subwords, where=where,
-            )
-            bundle.row_example[split] = encoded.row_example
-            bundle.word_offset[split] = encoded.word_offset
-        else:
-            encoded = encode.encode_tokens(
-                split_examples, tokenizer, data_cfg.max_length, label_to_id,
-                label_all_subwords=data_cfg.label_all_subwords, where=where,
-            )
-        bundle.word_index[split] = encoded.word_index
-        bundle.num_words[split] = encoded.num_words
-        return encoded
-    if task_kind == "causal_lm":
-        encoded = encode.encode_causal_lm(split_examples, tokenizer, data_cfg.max_length, where=where)
-        if data_cfg.pack and split == "train":  # evaluation stays one example per row
-            rows = len(split_examples)
-            encoded.arrays = packing.pack_rows(encoded.arrays, data_cfg.max_length, encode.pad_id(tokenizer))
-            logger.info("%s: packed %d examples into %d rows of %d tokens", where, rows,
-                        len(encoded.arrays["input_ids"]), data_cfg.max_length)
-        return encoded
-    return encode.encode_sequences(
-        split_examples, tokenizer, data_cfg.max_length,
-        label_to_id=label_to_id if label_to_id else None,
-        regression=task_kind == "regression", multi_label=task_kind == "multi_label_classification", where=where,
-    )
+def _task_label_kind(task) -> str:
+    if isinstance(task, str):
+        raise DataError(f"build_datasets takes a task object (mgpt.tasks.get_task({task!r})), not the kind name")
+    return labels.check_label_kind(getattr(task, "label_kind", None), f"task {getattr(task, 'name', task)!r}")
 
 
-def build_datasets(data_cfg, task_kind: str, tokenizer) -> DatasetBundle:
-    """Read, clean, split, check and encode the splits named in ``data_cfg`` for ``task_kind``."""
-    if task_kind not in TASK_KINDS:
-        raise DataError(f"unknown task kind {task_kind!r}: expected one of {', '.join(TASK_KINDS)}")
-    task_kind = ENCODED_AS.get(task_kind, task_kind)
+def build_datasets(data_cfg, task: EncodingTask, tokenizer) -> DatasetBundle:
+    """Read, clean, split, check and encode the splits named in ``data_cfg`` for ``task``.
+
+    ``task`` tells how its labels look (``task.label_kind``) and encodes each split (``task.encode``).
+    """
+    label_kind = _task_label_kind(task)
     if data_cfg.max_length <= 0:
         raise DataError(f"data.max_length must be positive, got {data_cfg.max_length}")
     if data_cfg.stride < 0:
         raise DataError(f"data.stride must be >= 0 (0: no sliding windows), got {data_cfg.stride}")
-    if data_cfg.stride and task_kind != "token_classification":
-        raise DataError(f"data.stride (sliding windows) is for token_classification, not {task_kind}")
-    if data_cfg.pack and task_kind != "causal_lm":
-        raise DataError(f"data.pack is for causal_lm, not {task_kind}")
-    examples, files, hint = reading.read_splits(data_cfg, task_kind)
+    if data_cfg.stride and label_kind != labels.LABEL_TAGS:
+        raise DataError(f"data.stride (sliding windows) is for token_classification, not {task.name}")
+    if data_cfg.pack and label_kind != labels.LABEL_NONE:
+        raise DataError(f"data.pack is for causal_lm, not {task.name}")
+    examples, files, hint = reading.read_splits(data_cfg, label_kind, task.name)
     counts = {}
     for split in list(examples):
         examples[split], counts[split] = cleaning.clean_examples(
             examples[split], data_cfg, where=f"{split} ({files[split]})", keep_all=split in UNLABELLED_OK
         )
-    examples, files = splitting.split_examples(examples, files, data_cfg, task_kind)
-    label_names = _label_names(data_cfg, task_kind, examples, hint)
-    if task_kind == "multi_label_classification" and not label_names:
+    examples, files = splitting.split_examples(examples, files, data_cfg, label_kind)
+    label_names = _label_names(data_cfg, label_kind, examples, hint)
+    if label_kind == labels.LABEL_MULTI and not label_names:
         raise DataError(f"no labels in {files.get('train')}: every label set is empty; list them in data.labels")
     if label_names:
         origin = ("data.labels" if data_cfg.labels else "the TFDS label feature" if hint
                   else f"the labels of {files.get('train')}")
-        _check_labels(label_names, task_kind, examples, files, origin)
+        _check_labels(label_names, label_kind, examples, files, origin)
     label_to_id = {name: i for i, name in enumerate(label_names)}
 
-    bundle = DatasetBundle(task_kind=task_kind, splits={}, label_names=label_names, examples=examples, files=files,
-                           cleaning=counts)
+    bundle = DatasetBundle(label_kind=label_kind, splits={}, label_names=label_names, examples=examples,
+                           files=files, cleaning=counts)
     for split, split_examples in examples.items():
         where = f"{split} ({files[split]})"
-        encoded = _encode_split(data_cfg, task_kind, split, split_examples, tokenizer, label_to_id, bundle, where)
+        encoded = task.encode(split_examples, tokenizer, data_cfg, label_to_id, split=split, where=where)
         bundle.splits[split] = encoded.arrays
         bundle.num_truncated[split] = encoded.num_truncated
+        for name in _EXTRAS:
+            if getattr(encoded, name) is not None:
+                getattr(bundle, name)[split] = getattr(encoded, name)
         logger.info("%s: %d examples", where, len(split_examples))
     return bundle

@@ -14,11 +14,10 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from mgpt.data.sources import DataError
+from mgpt.constants import IGNORE_INDEX
+from mgpt.data.errors import DataError
 
 logger = logging.getLogger("mgpt")
-
-IGNORE_INDEX = -100  # label value the losses skip
 
 
 @dataclasses.dataclass
@@ -86,22 +85,12 @@ def _lookup(label_to_id: Mapping[str, int], label: str, where: str) -> int:
         ) from None
 
 
-def encode_sequences(
-    examples: Sequence[dict],
-    tokenizer,
-    max_length: int,
-    *,
-    label_to_id: Optional[Mapping[str, int]] = None,
-    regression: bool = False,
-    multi_label: bool = False,
-    where: str = "",
-) -> Encoded:
-    """Sequence classification (int32 ``labels`` via ``label_to_id``), regression (float32 labels)
-    or multi-label classification (``multi_label``: float32 multi-hot (N, C) from label lists).
+def encode_texts(examples: Sequence[dict], tokenizer, max_length: int, *, where: str = "") -> Encoded:
+    """Texts into ``input_ids`` / ``attention_mask`` (/ ``token_type_ids``), without labels: the
+    task adds them (:func:`class_ids`, :func:`float_targets`, :func:`multi_hot`).
 
     Examples with a ``"text_pair"`` are encoded as sentence pairs; long pairs are truncated
-    longest-first. Examples without a ``"label"`` get -100 (0.0 for regression, no label set
-    for multi-label).
+    longest-first.
     """
     if not examples:
         raise DataError(f"{where or 'data'}: no examples to encode")
@@ -109,24 +98,33 @@ def encode_sequences(
     pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
     batch = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     arrays = _base_arrays(batch, tokenizer, max_length)
-    # Unlabelled examples (files to predict on) get an ignored label: -100, or 0.0 for regression
-    # (whose loss on such a split means nothing and is not reported).
-    if regression:
-        arrays["labels"] = np.asarray([float(e.get("label", 0.0)) for e in examples], dtype=np.float32)
-    elif multi_label:
-        hot = np.zeros((len(examples), len(label_to_id)), dtype=np.float32)
-        for i, example in enumerate(examples):
-            for label in example.get("label", ()):
-                hot[i, _lookup(label_to_id, label, where)] = 1.0
-        arrays["labels"] = hot
-    elif label_to_id is not None:
-        arrays["labels"] = np.asarray(
-            [_lookup(label_to_id, e["label"], where) if "label" in e else IGNORE_INDEX for e in examples],
-            dtype=np.int32,
-        )
     truncated = _num_truncated(batch)
     _warn_truncated(truncated, len(examples), max_length, where)
     return Encoded(arrays=arrays, num_truncated=truncated)
+
+
+# Unlabelled examples (files to predict on) get an ignored label: -100, 0.0 for a float target (whose
+# loss on such a split means nothing and is not reported), or the empty label set.
+
+
+def class_ids(examples: Sequence[dict], label_to_id: Mapping[str, int], where: str = "") -> np.ndarray:
+    """int32 (N,) id of each example's ``"label"``; -100 where it has none."""
+    ids = [_lookup(label_to_id, e["label"], where) if "label" in e else IGNORE_INDEX for e in examples]
+    return np.asarray(ids, dtype=np.int32)
+
+
+def float_targets(examples: Sequence[dict]) -> np.ndarray:
+    """float32 (N,) of each example's numeric ``"label"``; 0.0 where it has none."""
+    return np.asarray([float(e.get("label", 0.0)) for e in examples], dtype=np.float32)
+
+
+def multi_hot(examples: Sequence[dict], label_to_id: Mapping[str, int], where: str = "") -> np.ndarray:
+    """float32 (N, C) multi-hot rows from each example's list of labels."""
+    hot = np.zeros((len(examples), len(label_to_id)), dtype=np.float32)
+    for i, example in enumerate(examples):
+        for label in example.get("label", ()):
+            hot[i, _lookup(label_to_id, label, where)] = 1.0
+    return hot
 
 
 def _inside(tag: str) -> str:

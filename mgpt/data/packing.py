@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mgpt.data.sources import DataError
-
-IGNORE_INDEX = -100
+from mgpt.constants import IGNORE_INDEX
+from mgpt.data.errors import DataError
 
 
 def pack_rows(arrays: dict[str, np.ndarray], max_length: int, pad_id: int) -> dict[str, np.ndarray]:

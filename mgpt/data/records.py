@@ -1,18 +1,48 @@
-"""From records (every field of a row: a TFDS example, or a file row) to task examples.
+"""Records -- every field of every row of one source -- and turning them into task examples.
 
-A record is a plain dict of field values (strings, numbers, lists). The data config names which
-fields are the text, the pair, the label or the tokens and tags; for causal language modelling a
-prompt template may combine several fields. The examples have the same shape the file readers
-produce: ``{"text", "text_pair"?, "label"?}`` or ``{"tokens", "tags"?}``.
+Every reader (one per format: :mod:`mgpt.data.formats`, :mod:`mgpt.data.conll`,
+:mod:`mgpt.data.tfds_source`) returns :class:`Records`. The data config names which fields are
+the text, the pair, the label or the tokens and tags; for causal language modelling a prompt
+template may combine several fields. What an example holds follows the task's label kind
+(:mod:`mgpt.data.labels`): ``{"text", "text_pair"?, "label"?}`` or ``{"tokens", "tags"?}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import string
-from typing import Any
+from typing import Any, Callable
 
-from mgpt.data import conll, sources
-from mgpt.data.sources import DataError
+from mgpt.data import labels as label_kinds
+from mgpt.data import tags as tag_schemes
+from mgpt.data.errors import DataError
+
+
+def missing_field(where: str, name: str, what: str, record: dict) -> str:
+    """The message for a record without field ``name`` (needed for ``what``)."""
+    return f"{where}: missing field {name!r} (for {what}); the record has {sorted(record)}"
+
+
+@dataclasses.dataclass
+class Records:
+    """The rows of one source, ``[(where, {field: value}), ...]`` with ``where`` like ``"file:line"``.
+
+    ``missing(where, name, what, record)`` words the error for a row without a needed field the
+    way the format speaks (a CSV names its header, JSON Lines an object's keys).
+    """
+
+    source: str
+    rows: list[tuple[str, dict]]
+    missing: Callable[[str, str, str, dict], str] = missing_field
+
+
+def check_file(path: str) -> None:
+    """Fail naming ``path`` when it is not a file or is empty."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: data file not found")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: data file is empty")
 
 
 def template_fields(template: str) -> list[str]:
@@ -46,75 +76,93 @@ def _text(value: Any, field: str, where: str) -> str:
     raise DataError(f"{where}: field {field!r} must be text (a string or a list of strings), got {value!r:.80}")
 
 
-def _field(record: dict, name: str, what: str, where: str, optional: bool = False):
-    if name not in record:
-        if optional:
-            return None
-        raise DataError(f"{where}: missing field {name!r} (for {what}); the record has {sorted(record)}")
-    return record[name]
-
-
 def _strings(value: Any, field: str, where: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise DataError(f"{where}: field {field!r} must be a list of strings, got {value!r:.80}")
     return list(value)
 
 
-def example_from_record(record: dict, data_cfg, task_kind: str, where: str, labels_optional: bool = False) -> dict:
-    """One record -> one example for ``task_kind``, using the data config's field names.
+class _Row:
+    """One record with its place, and how its format words a missing field."""
 
-    A label of ``None`` (TFDS's -1: "no label", as in GLUE test sets) counts as missing.
-    """
-    if task_kind == "token_classification":
-        tokens = _strings(_field(record, data_cfg.text_column, "tokens", where), data_cfg.text_column, where)
-        tags = _field(record, data_cfg.label_column, "tags", where, optional=labels_optional)
-        if tags is None:
-            return {"tokens": tokens}
-        tags = _strings(tags, data_cfg.label_column, where)
-        if len(tags) != len(tokens):
-            raise DataError(f"{where}: {len(tokens)} tokens ({data_cfg.text_column!r}) but {len(tags)} tags "
-                            f"({data_cfg.label_column!r})")
-        for tag in tags:
-            try:
-                conll.split_tag(tag)
-            except ValueError as e:
-                raise DataError(f"{where}: {e}") from None
-        return {"tokens": tokens, "tags": tags}
-    if task_kind == "causal_lm":
-        if data_cfg.prompt_template:
-            example = {"text": render(data_cfg.prompt_template, record, where)}
-        else:
-            example = {"text": _text(_field(record, data_cfg.text_column, "text", where), data_cfg.text_column, where)}
-        target = data_cfg.target_column or data_cfg.text_pair_column
-        if target:
-            value = _field(record, target, "the target", where, optional=labels_optional)
-            if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-                # Several targets (e.g. SciTLDR's author and reviewer TLDRs): train on, and score against, the first.
-                value = value[0]
-            if value is not None:
-                example["text_pair"] = _text(value, target, where)
-        return example
-    example = {"text": _text(_field(record, data_cfg.text_column, "text", where), data_cfg.text_column, where)}
-    if data_cfg.text_pair_column:
-        pair = _field(record, data_cfg.text_pair_column, "text_pair", where)
-        example["text_pair"] = _text(pair, data_cfg.text_pair_column, where)
-    label = _field(record, data_cfg.label_column, "label", where, optional=True)
-    if label is None:
-        if not labels_optional:
-            raise DataError(f"{where}: no label in field {data_cfg.label_column!r} (a split to train or evaluate on "
-                            "needs labels; TFDS marks hidden labels, e.g. GLUE test sets, as -1)")
-        return example
-    kind = sources.label_kind_for(task_kind)
-    example["label"] = sources.convert_label(label, kind, where, data_cfg.label_delimiter)
+    def __init__(self, record: dict, where: str, missing: Callable[[str, str, str, dict], str]):
+        self.record, self.where, self.missing = record, where, missing
+
+    def get(self, name: str, what: str, optional: bool = False):
+        if name not in self.record:
+            if optional:
+                return None
+            raise DataError(self.missing(self.where, name, what, self.record))
+        return self.record[name]
+
+
+def _tagged(row: _Row, data_cfg, labels_optional: bool) -> dict:
+    tokens = _strings(row.get(data_cfg.text_column, "tokens"), data_cfg.text_column, row.where)
+    tags = row.get(data_cfg.label_column, "tags", optional=labels_optional)
+    if tags is None:
+        return {"tokens": tokens}
+    tags = _strings(tags, data_cfg.label_column, row.where)
+    if len(tags) != len(tokens):
+        raise DataError(f"{row.where}: {len(tokens)} tokens ({data_cfg.text_column!r}) but {len(tags)} tags "
+                        f"({data_cfg.label_column!r})")
+    for tag in tags:
+        try:
+            tag_schemes.split_tag(tag)
+        except ValueError as e:
+            raise DataError(f"{row.where}: {e}") from None
+    return {"tokens": tokens, "tags": tags}
+
+
+def _unlabelled(row: _Row, data_cfg, labels_optional: bool) -> dict:
+    """A causal-LM example: the text (or the rendered prompt) and, when configured, the completion."""
+    if data_cfg.prompt_template:
+        example = {"text": render(data_cfg.prompt_template, row.record, row.where)}
+    else:
+        example = {"text": _text(row.get(data_cfg.text_column, "text"), data_cfg.text_column, row.where)}
+    target = data_cfg.target_column or data_cfg.text_pair_column
+    if target:
+        value = row.get(target, "the target", optional=labels_optional)
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            # Several targets (e.g. SciTLDR's author and reviewer TLDRs): train on, and score against, the first.
+            value = value[0]
+        if value is not None:
+            example["text_pair"] = _text(value, target, row.where)
     return example
 
 
-def examples_from_records(records: list[tuple[str, dict]], data_cfg, task_kind: str, source: str,
-                          labels_optional: bool = False) -> list[dict]:
-    """``[(where, record), ...]`` read from ``source`` -> examples; tags are brought to IOB2 as a whole."""
-    if not records:
-        raise DataError(f"{source}: no examples")
-    examples = [example_from_record(r, data_cfg, task_kind, where, labels_optional) for where, r in records]
-    if task_kind == "token_classification":
-        conll.normalise_tags(examples, source)
+def _labelled(row: _Row, data_cfg, label_kind: str, labels_optional: bool) -> dict:
+    """A text (and pair) with one class, a set of classes or a number."""
+    example = {"text": _text(row.get(data_cfg.text_column, "text"), data_cfg.text_column, row.where)}
+    if data_cfg.text_pair_column:
+        pair = row.get(data_cfg.text_pair_column, "text_pair")
+        example["text_pair"] = _text(pair, data_cfg.text_pair_column, row.where)
+    label = row.get(data_cfg.label_column, "label", optional=labels_optional)
+    if label is None:  # absent from a file to predict on, or TFDS's -1 ("no label", as in GLUE test sets)
+        if not labels_optional:
+            raise DataError(f"{row.where}: no label in field {data_cfg.label_column!r} (a split to train or "
+                            "evaluate on needs labels; TFDS marks hidden labels, e.g. GLUE test sets, as -1)")
+        return example
+    example["label"] = label_kinds.convert_label(label, label_kind, row.where, data_cfg.label_delimiter)
+    return example
+
+
+def example_from_record(record: dict, data_cfg, label_kind: str, where: str, labels_optional: bool = False,
+                        missing: Callable[[str, str, str, dict], str] = missing_field) -> dict:
+    """One record -> one example for a task whose labels are ``label_kind``, by the data config's field names."""
+    row = _Row(record, where, missing)
+    if label_kind == label_kinds.LABEL_TAGS:
+        return _tagged(row, data_cfg, labels_optional)
+    if label_kind == label_kinds.LABEL_NONE:
+        return _unlabelled(row, data_cfg, labels_optional)
+    return _labelled(row, data_cfg, label_kind, labels_optional)
+
+
+def examples_from_records(records: Records, data_cfg, label_kind: str, labels_optional: bool = False) -> list[dict]:
+    """Every row of ``records`` -> an example; tags are brought to IOB2 for the source as a whole."""
+    if not records.rows:
+        raise DataError(f"{records.source}: no examples")
+    examples = [example_from_record(r, data_cfg, label_kind, where, labels_optional, records.missing)
+                for where, r in records.rows]
+    if label_kind == label_kinds.LABEL_TAGS:
+        tag_schemes.normalise_tags(examples, records.source)
     return examples

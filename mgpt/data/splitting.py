@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mgpt.data.sources import DataError
+from mgpt.data.errors import DataError
+from mgpt.data.labels import LABEL_STRING
 
 logger = logging.getLogger("mgpt")
 
@@ -64,10 +65,11 @@ def split_indices(n: int, validation_ratio: float, test_ratio: float, seed: int,
     return {name: np.sort(index) for name, index in parts.items()}
 
 
-def split_examples(examples: dict[str, list[dict]], sources: dict[str, str], data_cfg, task_kind: str
+def split_examples(examples: dict[str, list[dict]], sources: dict[str, str], data_cfg, label_kind: str
                    ) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Carve the missing validation / test splits out of train as the data config asks.
 
+    Stratified (``data.stratify``) when every example has one class (``label_kind`` LABEL_STRING).
     Returns the new examples and sources (a carved split's source says where it came from).
     """
     wanted = {}
@@ -85,7 +87,7 @@ def split_examples(examples: dict[str, list[dict]], sources: dict[str, str], dat
                         f"(set data.train_file or data.tfds_splits['train'])")
     train = examples["train"]
     labels = None
-    if data_cfg.stratify and task_kind == "sequence_classification" and all("label" in e for e in train):
+    if data_cfg.stratify and label_kind == LABEL_STRING and all("label" in e for e in train):
         labels = [e["label"] for e in train]
     parts = split_indices(len(train), wanted.get("validation", 0.0), wanted.get("test", 0.0),
                           data_cfg.split_seed, labels)

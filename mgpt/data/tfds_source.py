@@ -21,7 +21,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from mgpt.data.sources import DataError
+from mgpt.data.errors import DataError
+from mgpt.data.records import Records
 
 logger = logging.getLogger("mgpt")
 
@@ -151,10 +152,10 @@ def split_map(data_cfg, builder) -> dict[str, str]:
     return {split: str(tfds_split) for split, tfds_split in mapping.items()}
 
 
-def read_tfds(data_cfg) -> tuple[dict[str, list[tuple[str, dict]]], dict[str, str], tuple[str, ...]]:
+def read_tfds(data_cfg) -> tuple[dict[str, Records], dict[str, str], tuple[str, ...]]:
     """Records of every mapped split, where each came from, and the label feature's names.
 
-    Returns ``(records, sources, label_names)``: ``records[split]`` is ``[(where, record), ...]``
+    Returns ``(records, sources, label_names)``: ``records[split]`` holds ``[(where, record), ...]``
     with every feature decoded (see :func:`decode_value`); ``sources[split]`` reads like
     ``tfds:glue/sst2[train[:90%]]``; ``label_names`` are the ClassLabel names of
     ``data.label_column`` (empty when it is not a ClassLabel).
@@ -173,6 +174,6 @@ def read_tfds(data_cfg) -> tuple[dict[str, list[tuple[str, dict]]], dict[str, st
         ]
         if not rows:
             raise DataError(f"{source}: no examples")
-        records[split], places[split] = rows, source
+        records[split], places[split] = Records(source, rows), source
         logger.info("%s: %d examples", source, len(rows))
     return records, places, label_names_of(features, data_cfg.label_column)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mgpt.data.encode import Encoded, encode_tokens
-from mgpt.data.sources import DataError
+from mgpt.data.errors import DataError
 
 
 def plan_windows(pieces: Sequence[int], budget: int, stride: int) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Mapping
 
@@ -9,8 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses
+from mgpt.constants import IGNORE_INDEX
+from mgpt.data.encode import encode_causal_lm, pad_id
+from mgpt.data.labels import LABEL_NONE
+from mgpt.data.packing import pack_rows
 
-IGNORE_INDEX = -100
+logger = logging.getLogger("mgpt")
 
 
 def perplexity(mean_nll: float) -> float:
@@ -38,12 +43,23 @@ class CausalLM:
     head = "causal_lm"  # the model head load_pretrained builds
     default_metric = "loss"
     default_mode = "min"
+    label_kind = LABEL_NONE  # no label; a text pair is the scored completion (mgpt.data.labels)
 
     def __init__(self, loss_chunk_size: int = 0):
         if loss_chunk_size < 0:
             raise ValueError(f"task.loss_chunk_size must be >= 0, got {loss_chunk_size}")
         # > 0: training asks the model for hidden states and runs the output projection chunk by chunk
         self.loss_chunk_size = int(loss_chunk_size)
+
+    def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
+        """Token arrays of one split, labels = input ids (only the completion's with a text pair);
+        with ``data.pack`` the train split is packed into full rows (evaluation stays one example per row)."""
+        encoded = encode_causal_lm(examples, tokenizer, data_cfg.max_length, where=where)
+        if data_cfg.pack and split == "train":
+            encoded.arrays = pack_rows(encoded.arrays, data_cfg.max_length, pad_id(tokenizer))
+            logger.info("%s: packed %d examples into %d rows of %d tokens", where, len(examples),
+                        len(encoded.arrays["input_ids"]), data_cfg.max_length)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count) of next-token cross-entropy; labels (B, T) unshifted, -100 ignored."""

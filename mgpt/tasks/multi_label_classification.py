@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
+from mgpt.data.encode import encode_texts, multi_hot
+from mgpt.data.labels import LABEL_MULTI
 
 
 class MultiLabelClassification:
@@ -19,6 +21,13 @@ class MultiLabelClassification:
     head = "sequence_classification"  # (B, C) logits; the loss, not the head, makes it multi-label
     default_metric = "micro_f1"
     default_mode = "max"
+    label_kind = LABEL_MULTI  # any subset of the classes per example (mgpt.data.labels)
+
+    def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
+        """Token arrays of one split plus float32 multi-hot labels (N, C)."""
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = multi_hot(examples, label_to_id, where)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count): binary cross-entropy summed over labels, counted per real example."""

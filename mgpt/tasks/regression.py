@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
+from mgpt.data.encode import encode_texts, float_targets
+from mgpt.data.labels import LABEL_FLOAT
 
 
 def _scores(logits):
@@ -21,6 +23,13 @@ class Regression:
     head = "regression"  # the model head load_pretrained builds
     default_metric = "mse"
     default_mode = "min"
+    label_kind = LABEL_FLOAT  # one number per example (mgpt.data.labels)
+
+    def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
+        """Token arrays of one split plus float32 targets (0.0 where an example has none)."""
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = float_targets(examples)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count) of squared error over real rows; labels float32 (B,)."""

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
+from mgpt.data.encode import class_ids, encode_texts
+from mgpt.data.labels import LABEL_STRING
 
 
 class SequenceClassification:
@@ -15,6 +17,13 @@ class SequenceClassification:
     head = "sequence_classification"  # the model head load_pretrained builds
     default_metric = "accuracy"
     default_mode = "max"
+    label_kind = LABEL_STRING  # one class per example (mgpt.data.labels)
+
+    def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
+        """Token arrays of one split plus int32 label ids (-100 where an example has no label)."""
+        encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
+        encoded.arrays["labels"] = class_ids(examples, label_to_id, where)
+        return encoded
 
     def loss(self, logits, batch):
         """(sum, count) of cross-entropy over real rows; logits (B, C), labels int32 (B,)."""

@@ -8,6 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt import losses, metrics
+from mgpt.data.encode import encode_tokens
+from mgpt.data.labels import LABEL_TAGS
+from mgpt.data.windows import encode_token_windows
 
 
 def word_predictions(pred_ids, word_index, label_names: Sequence[str], num_words, row_example=None,
@@ -47,6 +50,16 @@ class TokenClassification:
     head = "token_classification"  # the model head load_pretrained builds
     default_metric = "f1"
     default_mode = "max"
+    label_kind = LABEL_TAGS  # one IOB2 tag per word (mgpt.data.labels)
+
+    def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
+        """Sub-word arrays of one split with each word's tag on its first sub-word (or on every
+        sub-word with ``data.label_all_subwords``); with ``data.stride`` > 0 one row per window."""
+        if data_cfg.stride > 0:
+            return encode_token_windows(examples, tokenizer, data_cfg.max_length, label_to_id, data_cfg.stride,
+                                        label_all_subwords=data_cfg.label_all_subwords, where=where)
+        return encode_tokens(examples, tokenizer, data_cfg.max_length, label_to_id,
+                             label_all_subwords=data_cfg.label_all_subwords, where=where)
 
     def loss(self, logits, batch):
         """(sum, count) of per-token cross-entropy; logits (B, T, C), labels (B, T), -100 ignored."""

@@ -65,7 +65,7 @@ def build_run(config: config_lib.ExperimentConfig) -> Run:
                                      "(its targets name per-layer modules; its model runs whole)")
     # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
     tokenizer = load_tokenizer(config.model.name_or_path)
-    data = build_datasets(config.data, config.task.kind, tokenizer)
+    data = build_datasets(config.data, task, tokenizer)
     num_labels = config.task.num_labels or len(data.label_names) or None
     kwargs = dict(task=task.head,  # the model head the task needs (multi-label uses the classification head)
                   num_labels=num_labels, dtype=config.model.dtype, dropout=config.model.dropout,
