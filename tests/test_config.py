@@ -64,9 +64,9 @@ def test_unknown_key_lists_valid_keys():
 
 
 def test_bad_values_fail_naming_the_key():
-    with pytest.raises(ConfigError, match="train.batch_size: expected an int"):
+    with pytest.raises(ConfigError, match="train.batch_size='eight': expected an int"):
         config_lib.apply_overrides(ExperimentConfig(), ["train.batch_size=eight"])
-    with pytest.raises(ConfigError, match="train.progress_bar: expected a bool"):
+    with pytest.raises(ConfigError, match="train.progress_bar='maybe': expected a bool"):
         config_lib.apply_overrides(ExperimentConfig(), ["train.progress_bar=maybe"])
     with pytest.raises(ConfigError, match="key=value"):
         config_lib.apply_overrides(ExperimentConfig(), ["train.batch_size"])
