@@ -156,6 +156,17 @@ def _annotation_at(cls, loc: tuple) -> Any:
     return annotation
 
 
+def _key_name(cls, loc: tuple) -> str:
+    """``train.eval_splits[1]``, ``parallel.mesh[0][1]``, ``optimizer.kwargs.b1``: the key as ``--set`` spells it."""
+    name = ""
+    for i, part in enumerate(loc):
+        if part == "[key]":
+            break
+        in_tuple = typing.get_origin(_strip(_annotation_at(cls, loc[:i]))) is tuple
+        name += f"[{part}]" if in_tuple else f".{part}"
+    return name.lstrip(".") or cls.__name__
+
+
 _EXPECTED = {
     "int_parsing": "expected an int", "int_type": "expected an int", "int_from_float": "expected an int",
     "float_parsing": "expected a float", "float_type": "expected a float",
@@ -177,8 +188,13 @@ def describe_error(cls, error: dict) -> str:
         valid = sorted(field_types(parent)) if dataclasses.is_dataclass(parent) else []
         where = ".".join(map(str, loc[:-1])) or "<top level>"
         return f"unknown config key {'.'.join(map(str, loc))!r}: valid keys under {where} are: {', '.join(valid)}"
-    # A tuple element's position is named like mesh[0][1]; keys and fields with dots.
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or cls.__name__
+    key = _key_name(cls, loc)
+    if loc and loc[-1] == "[key]":  # a dict's key, not its value
+        key_type = (typing.get_args(_strip(_annotation_at(cls, loc[:-2]))) or (str,))[0]
+        if typing.get_origin(key_type) is typing.Literal:
+            allowed = ", ".join(repr(a) for a in typing.get_args(key_type))
+            return f"{key}: the key {error['input']!r} is not one of {allowed}"
+        return f"{key}: the key {error['input']!r} must be a string"
     annotation = _annotation_at(cls, loc)
     if kind == "literal_error" and annotation is not None:
         allowed = ", ".join(repr(a) for a in typing.get_args(_strip(annotation)))

@@ -37,6 +37,7 @@ class CausalLM:
     name = "causal_lm"
     head = "causal_lm"  # the model head load_pretrained builds
     default_metric = "loss"
+    metric_names = ("loss", "perplexity", "token_accuracy")  # what an evaluation reports (the loss for every task)
     default_mode = "min"
 
     def __init__(self, loss_chunk_size: int = 0):

@@ -20,6 +20,7 @@ class Regression:
     name = "regression"
     head = "regression"  # the model head load_pretrained builds
     default_metric = "mse"
+    metric_names = ("mse", "rmse", "mae", "pearson", "spearman", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "min"
 
     def loss(self, logits, batch):
