@@ -202,7 +202,7 @@ def describe_error(cls, error: dict) -> str:
     elif kind == "dataclass_type" and annotation is not None:
         expected = f"{key} is a section, not a value; set one of its keys ({', '.join(sorted(field_types(_strip(annotation))))})"
     elif kind in _EXPECTED:
-        expected = _EXPECTED[kind].format(**ctx)
+        expected = _EXPECTED[kind].format(**{k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()})
     else:
         expected = error["msg"][:1].lower() + error["msg"][1:]
     return f"{key}={error['input']!r}: {expected}"
