@@ -26,14 +26,19 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Optional
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import ConfigDict, with_config
+from pydantic import ConfigDict, Strict, with_config
 
 from mgpt import config_parse
 from mgpt.config_parse import ConfigError  # noqa: F401  (re-exported: mgpt.config.ConfigError)
 
-PositiveInt = Annotated[int, Ge(1)]
-NonNegativeInt = Annotated[int, Ge(0)]
-Ratio = Annotated[float, Ge(0), Lt(1)]  # in [0, 1): split and warmup ratios, dropout rates
+# Strict: no bool is taken for a number, no float with a fraction for an int, no text for either.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # an int is a float too
+Bool = Annotated[bool, Strict()]  # --set accepts true/false, yes/no, on/off, 1/0 (mgpt.config_parse)
+PositiveInt = Annotated[Int, Ge(1)]
+NonNegativeInt = Annotated[Int, Ge(0)]
+NonNegativeFloat = Annotated[Float, Ge(0)]
+Ratio = Annotated[Float, Ge(0), Lt(1)]  # in [0, 1): split and warmup ratios, dropout rates
 TaskKind = Literal["sequence_classification", "multi_label_classification", "token_classification", "regression",
                    "causal_lm", "generation"]
 DataFormat = Literal["csv", "tsv", "jsonl", "conll", "tfds", "lines", "parallel"]
@@ -54,8 +59,9 @@ class ModelConfig:
     dropout: Optional[Ratio] = None  # override the checkpoint's dropout rates when set
     # Memory and speed (they change how the model runs, not what it computes):
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"  # recompute layers in the backward pass
-    scan_layers: bool = False  # GPT-2 / Llama family: one nn.scan over the layers (params stacked per layer)
-    attention_impl: Literal["", "xla", "cudnn"] = ""  # "" or xla (XLA) | cudnn (cuDNN flash attention on NVIDIA GPUs; bf16/fp16, no attn dropout)
+    scan_layers: Bool = False  # GPT-2 / Llama family: one nn.scan over the layers (params stacked per layer)
+    # "" or xla: XLA's attention; cudnn: cuDNN flash attention on NVIDIA GPUs (bf16/fp16, no attention dropout)
+    attention_impl: Literal["", "xla", "cudnn"] = ""
 
 
 @_section
@@ -73,22 +79,24 @@ class DataConfig:
     line_encoding: str = "latin-1"  # format=lines: file encoding (the PhraseBank files are latin-1)
     text_pair_column: str = ""  # second segment for sentence-pair tasks; empty for none
     label_column: str = "label"
-    conll_token_column: int = 0  # CoNLL: which whitespace-separated column holds the word
-    conll_label_column: int = -1  # CoNLL: which column holds the tag (negative counts from the end)
+    conll_token_column: Int = 0  # CoNLL: which whitespace-separated column holds the word
+    conll_label_column: Int = -1  # CoNLL: which column holds the tag (negative counts from the end)
     labels: tuple[str, ...] = ()  # fixed label order; empty means sorted labels seen in training
     max_length: PositiveInt = 128  # tokens per example; longer inputs are truncated with a warning
-    label_all_subwords: bool = False  # token classification: label every sub-word, not only the first
-    stride: NonNegativeInt = 0  # token classification: > 0 reads long documents as windows overlapping by ~stride tokens
+    label_all_subwords: Bool = False  # token classification: label every sub-word, not only the first
+    # token classification: > 0 reads long documents as windows overlapping by ~stride tokens
+    stride: NonNegativeInt = 0
     # Multi-label classification: labels in a file are "a|b" (split on this) or a JSON list.
     label_delimiter: str = "|"
     # TensorFlow Datasets (format="tfds"): text_column / text_pair_column / label_column name its features.
     tfds_name: str = ""  # e.g. "glue/sst2", "conll2003", "cnn_dailymail", "wmt14_translate/de-en"
     tfds_data_dir: str = ""  # where the data set is prepared; empty: TFDS's default (TFDS_DATA_DIR)
-    tfds_splits: dict[SplitName, str] = field(default_factory=dict)  # our split -> TFDS split, e.g. {"train": "train[:90%]"}
+    # our split -> TFDS split, e.g. {"train": "train[:90%]"}
+    tfds_splits: dict[SplitName, str] = field(default_factory=dict)
     # Cleaning (counts by reason go to <workdir>/cleaning.json). Defaults change nothing.
-    normalize_text: bool = False  # Unicode NFKC, runs of spaces -> one space, runs with a newline -> "\n"
-    drop_empty: bool = False  # drop examples whose text (or pair, or target) is empty
-    drop_duplicates: bool = False  # drop repeats of an earlier example's input within a split
+    normalize_text: Bool = False  # Unicode NFKC, runs of spaces -> one space, runs with a newline -> "\n"
+    drop_empty: Bool = False  # drop examples whose text (or pair, or target) is empty
+    drop_duplicates: Bool = False  # drop repeats of an earlier example's input within a split
     min_words: NonNegativeInt = 0  # drop examples with fewer words (whitespace-separated); 0: no limit
     max_words: NonNegativeInt = 0  # drop examples with more words; 0: no limit
     min_chars: NonNegativeInt = 0  # drop examples with fewer characters; 0: no limit
@@ -97,12 +105,12 @@ class DataConfig:
     # Splitting one source: fractions of train carved out when that split has no file / TFDS split.
     validation_ratio: Ratio = 0.0
     test_ratio: Ratio = 0.0
-    split_seed: int = 0
-    stratify: bool = True  # single-label classification: keep label proportions in every split
+    split_seed: Int = 0
+    stratify: Bool = True  # single-label classification: keep label proportions in every split
     # Causal LM: prompt from example fields, e.g. "Question: {question}\nAnswer:"; only the target is scored.
     prompt_template: str = ""
     target_column: str = ""  # the field holding the completion (takes the place of text_pair_column)
-    pack: bool = False  # causal LM: pack training examples into full rows (segment_ids / position_ids)
+    pack: Bool = False  # causal LM: pack training examples into full rows (segment_ids / position_ids)
 
 
 @_section
@@ -116,10 +124,11 @@ class TaskConfig:
     # bleu, chrf (sacrebleu), exact_match, token_f1 (SQuAD normalisation). Loss and perplexity are always reported.
     generation_metrics: tuple[Literal["rouge", "bleu", "chrf", "exact_match", "token_f1"], ...] = ("rouge",)
     max_new_tokens: PositiveInt = 32  # generation: tokens decoded per example (stops earlier at the tokenizer's EOS)
-    temperature: Annotated[float, Ge(0)] = 0.0  # generation: 0 is greedy; > 0 samples from softmax(logits / temperature)
+    temperature: NonNegativeFloat = 0.0  # generation: 0 is greedy; > 0 samples from softmax(logits / temperature)
     top_k: NonNegativeInt = 0  # generation: sample among the k most likely tokens; 0: no limit
-    top_p: Annotated[float, Gt(0), Le(1)] = 1.0  # generation: nucleus sampling, the smallest most-likely set with this mass; 1: off
-    decode_seed: int = 0  # generation: seed of the sampling
+    # generation: nucleus sampling, the smallest most-likely set with this mass; 1: off
+    top_p: Annotated[Float, Gt(0), Le(1)] = 1.0
+    decode_seed: Int = 0  # generation: seed of the sampling
     # causal_lm: compute the loss over this many positions at a time, never holding the whole
     # (batch, length, vocab) logits (nor their gradient); 0: off
     loss_chunk_size: NonNegativeInt = 0
@@ -130,15 +139,16 @@ class OptimizerConfig:
     """Any Optax optimizer by name, plus schedule, clipping, decay and accumulation."""
 
     name: str = "adamw"  # any optax optimizer factory: adamw, adam, sgd, lion, adafactor, lamb, rmsprop, ...
-    learning_rate: Annotated[float, Ge(0)] = 5e-5
+    learning_rate: NonNegativeFloat = 5e-5
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the factory
     schedule: Literal["constant", "linear", "cosine"] = "linear"  # each after warmup
     warmup_steps: NonNegativeInt = 0
     warmup_ratio: Ratio = 0.0  # used when warmup_steps is 0
-    end_learning_rate_ratio: Annotated[float, Ge(0), Le(1)] = 0.0  # linear / cosine decay end value, relative to the peak
-    weight_decay: Annotated[float, Ge(0)] = 0.0
-    decay_biases_and_norms: bool = False  # by default biases, norm scales and embeddings' norms are not decayed
-    max_grad_norm: Annotated[float, Ge(0)] = 1.0  # global-norm clipping; 0 disables
+    # linear / cosine decay end value, relative to the peak
+    end_learning_rate_ratio: Annotated[Float, Ge(0), Le(1)] = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+    decay_biases_and_norms: Bool = False  # by default biases, norm scales and embeddings' norms are not decayed
+    max_grad_norm: NonNegativeFloat = 1.0  # global-norm clipping; 0 disables
     accumulation_steps: PositiveInt = 1  # micro-batches per update; the batch is split, the update is exact
     trainable: str = "all"  # all | head | regex over parameter paths (see mgpt.optim)
 
@@ -147,10 +157,10 @@ class OptimizerConfig:
 class TrainConfig:
     """The loop: how long, how often to log and evaluate, when to stop."""
 
-    seed: int = 0
+    seed: Int = 0
     batch_size: PositiveInt = 32
     eval_batch_size: PositiveInt = 64
-    num_epochs: Annotated[float, Gt(0)] = 3.0
+    num_epochs: Annotated[Float, Gt(0)] = 3.0
     max_steps: NonNegativeInt = 0  # overrides num_epochs when > 0
     log_every: PositiveInt = 10
     eval_every: NonNegativeInt = 0  # 0: evaluate at the end of each epoch
@@ -160,7 +170,7 @@ class TrainConfig:
     best_metric: str = ""  # e.g. "validation/accuracy"; empty: the task's default
     best_mode: Literal["max", "min"] = "max"
     early_stopping_patience: NonNegativeInt = 0  # evaluations without improvement before stopping; 0 disables
-    progress_bar: bool = True
+    progress_bar: Bool = True
     compilation_cache_dir: str = ""  # persistent XLA compilation cache shared by runs; "" disables it
 
 
@@ -168,7 +178,7 @@ class TrainConfig:
 class ParallelConfig:
     """Device mesh and how arrays are laid out on it."""
 
-    mesh: tuple[tuple[str, int], ...] = (("data", -1),)  # -1 takes the remaining devices
+    mesh: tuple[tuple[str, Int], ...] = (("data", -1),)  # -1 takes the remaining devices
     num_devices: NonNegativeInt = 0  # 0: all visible devices; otherwise the first N
     mode: Literal["jit", "pmap"] = "jit"  # jit: one program over the mesh | pmap: plain data parallelism with jax.pmap
     # How params / optimizer state / activations map onto the mesh (mode=jit): dp | fsdp | tp | fsdp_tp
@@ -176,24 +186,24 @@ class ParallelConfig:
     rules: str = "dp"
     # Explicit (logical axis, mesh axis or None) rules replacing `rules`, e.g. (("batch", "data"), ("embed", "data"))
     logical_rules: tuple[tuple[str, Optional[str]], ...] = ()
-    distributed: bool = False  # multi-host: call jax.distributed.initialize() (auto-detects TPU pods, SLURM, ...)
+    distributed: Bool = False  # multi-host: call jax.distributed.initialize() (auto-detects TPU pods, SLURM, ...)
     coordinator_address: str = ""  # host:port of process 0, when not auto-detected
     num_processes: NonNegativeInt = 0
-    process_id: Annotated[int, Ge(-1)] = -1
+    process_id: Annotated[Int, Ge(-1)] = -1
 
 
 @_section
 class CheckpointConfig:
     """Orbax checkpointing and retention."""
 
-    enabled: bool = True
+    enabled: Bool = True
     save_every: NonNegativeInt = 0  # steps; 0: at each evaluation and at the end
     max_to_keep: PositiveInt = 2  # latest checkpoints kept for resuming (0 would keep none to resume from)
-    keep_best: bool = True  # also keep the best checkpoint by train.best_metric
-    async_save: bool = True
+    keep_best: Bool = True  # also keep the best checkpoint by train.best_metric
+    async_save: Bool = True
     # Save and restore only the trained parameters (PEFT, or optimizer.trainable); the frozen ones are
     # identified by name and checksum in the metadata, and a different base model fails on restore.
-    trainable_only: bool = False
+    trainable_only: Bool = False
 
 
 @_section
@@ -207,21 +217,22 @@ class PeftConfig:
     method: Literal["none", "lora", "dora", "adapter", "prefix", "prompt", "ia3", "bitfit"] = "none"
     # LoRA / DoRA
     rank: PositiveInt = 8  # r of the low-rank update A (in, r) @ B (r, out)
-    alpha: Annotated[float, Gt(0)] = 16.0  # scale alpha / r (alpha / sqrt(r) with use_rslora)
+    alpha: Annotated[Float, Gt(0)] = 16.0  # scale alpha / r (alpha / sqrt(r) with use_rslora)
     dropout: Ratio = 0.0  # dropout on the low-rank path's input while training
-    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
+    use_rslora: Bool = False  # rank-stabilised scaling alpha / sqrt(r)
     # Regex searched in '/'-joined module paths (e.g. "backbone/h_0/attn/c_attn"); empty: the family's
     # default (LoRA/DoRA: the attention q/k/v projections; IA3: keys, values and the FFN output projection).
     target_modules: str = ""
     feedforward_modules: str = ""  # IA3: targets scaled on their input (FFN out); empty: family default
     # Bottleneck adapters
     adapter_size: PositiveInt = 64  # bottleneck width
-    adapter_placement: Literal["houlsby", "pfeiffer"] = "houlsby"  # houlsby: after attention and FFN; pfeiffer: FFN only
+    adapter_placement: Literal["houlsby", "pfeiffer"] = "houlsby"  # houlsby: after attention and FFN; pfeiffer: FFN
     adapter_activation: str = "gelu"  # any mgpt activation name (relu, gelu, silu, ...)
     # Prompt / prefix tuning
     num_virtual_tokens: PositiveInt = 20  # learned tokens (prompt) or key/value positions per layer (prefix)
-    init_std: Annotated[float, Ge(0)] = 0.02  # std of normal initialisers (LoRA A uses 1/sqrt(in); prompts start from vocab rows)
-    train_head: bool = True  # keep the task head trainable
+    # std of normal initialisers (LoRA A uses 1/sqrt(in); prompts start from vocab rows)
+    init_std: NonNegativeFloat = 0.02
+    train_head: Bool = True  # keep the task head trainable
 
 
 @_section

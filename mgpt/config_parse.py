@@ -39,7 +39,8 @@ def _strip(annotation: Any) -> Any:
 
 def _is_optional(annotation: Any) -> bool:
     annotation = annotation if typing.get_origin(annotation) is not typing.Annotated else typing.get_args(annotation)[0]
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(annotation)
 
 
 def _is_text(annotation: Any) -> bool:
@@ -63,14 +64,21 @@ def _literal(text: str) -> Any:
         return text
 
 
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def parse_text(text: str, annotation: Any) -> Any:
     """The Python value of override ``text`` for a field declared ``annotation`` (not yet validated)."""
     if _is_optional(annotation) and text.lower() in ("none", "null"):
         return None
     if _is_text(annotation):
         return text
-    value = _literal(text)
     bare = _strip(annotation)
+    if bare is bool and text.lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[text.lower()]
+    if typing.get_origin(bare) is tuple and not text:
+        return ()
+    value = _literal(text)
     if typing.get_origin(bare) is tuple:
         if isinstance(value, str):  # a,b,c shorthand for a tuple of strings
             return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -171,7 +179,7 @@ _EXPECTED = {
     "int_parsing": "expected an int", "int_type": "expected an int", "int_from_float": "expected an int",
     "float_parsing": "expected a float", "float_type": "expected a float",
     "bool_parsing": "expected a bool (true/false)", "bool_type": "expected a bool (true/false)",
-    "string_type": "expected a string", "dict_type": "expected a dict, e.g. {a: 1} or JSON",
+    "string_type": "expected a string", "dict_type": "expected a dict, e.g. {{a: 1}} or JSON",
     "tuple_type": "expected a list, e.g. [a, b] or a,b", "list_type": "expected a list, e.g. [a, b]",
     "greater_than_equal": "expected a value >= {ge}", "greater_than": "expected a value > {gt}",
     "less_than_equal": "expected a value <= {le}", "less_than": "expected a value < {lt}",
@@ -200,7 +208,8 @@ def describe_error(cls, error: dict) -> str:
         allowed = ", ".join(repr(a) for a in typing.get_args(_strip(annotation)))
         expected = f"expected one of {allowed}"
     elif kind == "dataclass_type" and annotation is not None:
-        expected = f"{key} is a section, not a value; set one of its keys ({', '.join(sorted(field_types(_strip(annotation))))})"
+        keys = ", ".join(sorted(field_types(_strip(annotation))))
+        expected = f"{key} is a section, not a value; set one of its keys ({keys})"
     elif kind in _EXPECTED:
         expected = _EXPECTED[kind].format(**{k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()})
     else:

@@ -95,7 +95,8 @@ def _check_data_format(config: ExperimentConfig) -> None:
             if getattr(data, key) and split != "predict":
                 _fail(f"data.{key}", getattr(data, key), "data.format='tfds' reads data.tfds_name; expected no file")
     elif data.tfds_name:
-        _fail("data.tfds_name", data.tfds_name, f"is read only with data.format='tfds' (data.format is {data.format!r})")
+        _fail("data.tfds_name", data.tfds_name,
+              f"is read only with data.format='tfds' (data.format is {data.format!r})")
 
 
 def _check_task_options(config: ExperimentConfig) -> None:
