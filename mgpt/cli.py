@@ -168,9 +168,10 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
 
 def _config(args) -> config_lib.ExperimentConfig:
     """The experiment with its overrides, every field and cross-field rule checked (no file opened yet)."""
-    from mgpt.train.validate import validate  # needs the tasks (and jax): not imported for `mgpt --help`
+    config = config_lib.apply_overrides(config_lib.load_experiment(args.experiment), args.overrides)
+    from mgpt.train.validate import validate  # needs the tasks (and jax): imported once the fields passed
 
-    return validate(config_lib.apply_overrides(config_lib.load_experiment(args.experiment), args.overrides))
+    return validate(config)
 
 
 def _workdir_of(checkpoint: str) -> str:
