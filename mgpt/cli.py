@@ -170,7 +170,11 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
 
 
 def _config(args) -> config_lib.ExperimentConfig:
-    return config_lib.apply_overrides(config_lib.load_experiment(args.experiment), args.overrides)
+    """The experiment with its overrides, every field and cross-field rule checked (no file opened yet)."""
+    config = config_lib.apply_overrides(config_lib.load_experiment(args.experiment), args.overrides)
+    from mgpt.train.validate import validate  # needs the tasks (and jax): imported once the fields passed
+
+    return validate(config)
 
 
 def _workdir_of(checkpoint: str) -> str:

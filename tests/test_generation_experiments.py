@@ -51,7 +51,7 @@ def _translation_parallel(tmp_path):
         (tmp_path / f"{split}.de").write_text("der film war gut\nder plot war schlecht\n" * 4)
         (tmp_path / f"{split}.en").write_text("the movie was good\nthe plot was bad\n" * 4)
     return ["data.format=parallel", "data.tfds_name=", "data.tfds_splits={}", f"data.train_file={tmp_path}/train.de->en", f"data.test_file={tmp_path}/test.de->en",
-            "data.validation_file=", "data.prompt_template=German: {source} English:", "data.target_column=target"
+            "data.validation_file=", "data.validation_ratio=0.25", "data.prompt_template=German: {source} English:", "data.target_column=target"
             ], contextlib.nullcontext()
 
 

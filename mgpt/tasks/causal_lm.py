@@ -42,6 +42,7 @@ class CausalLM:
     name = "causal_lm"
     head = "causal_lm"  # the model head load_pretrained builds
     default_metric = "loss"
+    metric_names = ("loss", "perplexity", "token_accuracy")  # what an evaluation reports (the loss for every task)
     default_mode = "min"
     label_kind = LABEL_NONE  # no label; a text pair is the scored completion (mgpt.data.labels)
 

@@ -24,6 +24,7 @@ class Generation(CausalLM):
     name = "generation"
     head = "causal_lm"  # the model head load_pretrained builds
     default_metric = "loss"  # always present; pick e.g. train.best_metric="validation/rougeL" to select by text
+    metric_names = ("loss", "perplexity")  # plus the text metrics of task.generation_metrics (rouge: rouge1/2/L)
     default_mode = "min"
 
     def decode(self, predictions, data, split):

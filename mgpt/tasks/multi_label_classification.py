@@ -20,6 +20,7 @@ class MultiLabelClassification:
     name = "multi_label_classification"
     head = "sequence_classification"  # (B, C) logits; the loss, not the head, makes it multi-label
     default_metric = "micro_f1"
+    metric_names = ("subset_accuracy", "micro_f1", "macro_f1", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "max"
     label_kind = LABEL_MULTI  # any subset of the classes per example (mgpt.data.labels)
 

@@ -22,6 +22,7 @@ class Regression:
     name = "regression"
     head = "regression"  # the model head load_pretrained builds
     default_metric = "mse"
+    metric_names = ("mse", "rmse", "mae", "pearson", "spearman", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "min"
     label_kind = LABEL_FLOAT  # one number per example (mgpt.data.labels)
 

@@ -16,6 +16,7 @@ class SequenceClassification:
     name = "sequence_classification"
     head = "sequence_classification"  # the model head load_pretrained builds
     default_metric = "accuracy"
+    metric_names = ("accuracy", "macro_f1", "micro_f1", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "max"
     label_kind = LABEL_STRING  # one class per example (mgpt.data.labels)
 

@@ -49,6 +49,7 @@ class TokenClassification:
     name = "token_classification"
     head = "token_classification"  # the model head load_pretrained builds
     default_metric = "f1"
+    metric_names = ("f1", "precision", "recall", "accuracy", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "max"
     label_kind = LABEL_TAGS  # one IOB2 tag per word (mgpt.data.labels)
 

@@ -29,6 +29,7 @@ from mgpt.train import checkpoint as checkpoint_lib
 from mgpt.train import engine as engine_lib
 from mgpt.train import evaluation, reporting
 from mgpt.train.step import eval_step
+from mgpt.train.validate import validate
 
 log = logging.getLogger("mgpt")
 
@@ -116,6 +117,7 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     ``stop_after`` ends the run after that many steps as a pre-emption would (a checkpoint is
     written, no final evaluation); running again resumes exactly where it stopped.
     """
+    config = validate(config)  # every config rule, before any file is opened
     parallel.initialize_distributed(config.parallel)
     enable_compilation_cache(config.train.compilation_cache_dir)
     os.makedirs(workdir, exist_ok=True)
