@@ -38,6 +38,8 @@ class CausalLM:
     head = "causal_lm"  # the model head load_pretrained builds
     default_metric = "loss"
     default_mode = "min"
+    single_label = False
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
 
     def __init__(self, loss_chunk_size: int = 0):
         if loss_chunk_size < 0:

@@ -19,6 +19,8 @@ class MultiLabelClassification:
     head = "sequence_classification"  # (B, C) logits; the loss, not the head, makes it multi-label
     default_metric = "micro_f1"
     default_mode = "max"
+    single_label = False
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
 
     def loss(self, logits, batch):
         """(sum, count): binary cross-entropy summed over labels, counted per real example."""
