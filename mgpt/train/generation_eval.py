@@ -15,9 +15,13 @@ from mgpt import generate, text_metrics
 
 def generate_split(run, params: Any, split: str) -> list[str]:
     """One generated completion per example of ``split``, decoded with the run's ``task`` settings."""
+    return _generate(run, params, run.task.prompts(run.data, split))
+
+
+def _generate(run, params: Any, prompts: list[str]) -> list[str]:
     cfg = run.config.task
     settings = generate.settings_for(run.tokenizer, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
-    return generate.generate_text(run.model, params, run.tokenizer, run.task.prompts(run.data, split), settings,
+    return generate.generate_text(run.model, params, run.tokenizer, prompts, settings,
                                   batch_size=run.config.train.eval_batch_size, seed=cfg.decode_seed, mesh=run.mesh)
 
 
@@ -28,8 +32,8 @@ def evaluate_by_generation(run, params: Any, split: str, loss_sum: float, count:
     """
     cfg, task = run.config.task, run.task
     metric_names = text_metrics.check_metrics(cfg.generation_metrics)
-    references = task.references(run.data, split)
-    generated = generate_split(run, params, split)
+    prompts, references = task.prompts(run.data, split), task.references(run.data, split)
+    generated = _generate(run, params, prompts)
     report = task.report(generated, references, metrics=metric_names)
     report["loss"] = loss_sum / max(count, 1.0)
     report["num_examples"] = len(generated)
@@ -39,5 +43,5 @@ def evaluate_by_generation(run, params: Any, split: str, loss_sum: float, count:
     scalars = task.headline(report)
     report.update(scalars)
     report["generations"] = [{"prompt": prompt, "prediction": p, "reference": r}
-                             for prompt, p, r in zip(task.prompts(run.data, split), generated, references)]
+                             for prompt, p, r in zip(prompts, generated, references)]
     return report, scalars
