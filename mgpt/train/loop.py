@@ -1,7 +1,8 @@
 """The training loop: the one place with side effects (logging, evaluation, checkpoints, files).
 
-``train(config, workdir)`` builds the run from the config (:func:`mgpt.train.setup.build_run`), resumes from the workdir's latest
-checkpoint when there is one, trains, evaluates, keeps the best checkpoint, and writes the reports.
+``train(config, workdir)`` builds the run from the config (:func:`mgpt.train.setup.build_run`), resumes
+from the workdir's latest checkpoint when there is one, trains, evaluates, keeps the best checkpoint,
+and writes the reports.
 """
 
 from __future__ import annotations
