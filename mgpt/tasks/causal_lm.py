@@ -36,10 +36,10 @@ class CausalLM:
 
     name = "causal_lm"
     head = "causal_lm"  # the model head load_pretrained builds
-    default_metric = "loss"
-    default_mode = "min"
     single_label = False
     evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
+    default_metric = "loss"
+    default_mode = "min"
 
     def __init__(self, loss_chunk_size: int = 0):
         if loss_chunk_size < 0:

@@ -23,9 +23,9 @@ class Generation(CausalLM):
 
     name = "generation"
     head = "causal_lm"  # the model head load_pretrained builds
+    evaluation = "generate"  # evaluated on completions decoded from prompts() (mgpt.train.generation_eval)
     default_metric = "loss"  # always present; pick e.g. train.best_metric="validation/rougeL" to select by text
     default_mode = "min"
-    evaluation = "generate"  # evaluated on completions decoded from prompts() (mgpt.train.generation_eval)
 
     def decode(self, predictions, data, split):
         return list(predictions)

@@ -17,10 +17,10 @@ class MultiLabelClassification:
 
     name = "multi_label_classification"
     head = "sequence_classification"  # (B, C) logits; the loss, not the head, makes it multi-label
-    default_metric = "micro_f1"
-    default_mode = "max"
     single_label = False
     evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
+    default_metric = "micro_f1"
+    default_mode = "max"
 
     def loss(self, logits, batch):
         """(sum, count): binary cross-entropy summed over labels, counted per real example."""

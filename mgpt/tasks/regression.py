@@ -19,10 +19,10 @@ class Regression:
 
     name = "regression"
     head = "regression"  # the model head load_pretrained builds
-    default_metric = "mse"
-    default_mode = "min"
     single_label = False
     evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
+    default_metric = "mse"
+    default_mode = "min"
 
     def loss(self, logits, batch):
         """(sum, count) of squared error over real rows; labels float32 (B,)."""

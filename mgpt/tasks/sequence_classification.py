@@ -13,10 +13,10 @@ class SequenceClassification:
 
     name = "sequence_classification"
     head = "sequence_classification"  # the model head load_pretrained builds
-    default_metric = "accuracy"
-    default_mode = "max"
     single_label = True  # one label per example: evaluation warns when every prediction is the same
     evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
+    default_metric = "accuracy"
+    default_mode = "max"
 
     def loss(self, logits, batch):
         """(sum, count) of cross-entropy over real rows; logits (B, C), labels int32 (B,)."""

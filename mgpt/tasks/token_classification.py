@@ -45,10 +45,10 @@ class TokenClassification:
 
     name = "token_classification"
     head = "token_classification"  # the model head load_pretrained builds
-    default_metric = "f1"
-    default_mode = "max"
     single_label = True  # one tag per word: evaluation warns when every predicted tag is the same
     evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
+    default_metric = "f1"
+    default_mode = "max"
 
     def loss(self, logits, batch):
         """(sum, count) of per-token cross-entropy; logits (B, T, C), labels (B, T), -100 ignored."""
