@@ -141,9 +141,9 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
             print(f"mgpt: generate: {spec.load_report.tokenizer_note}", file=sys.stderr)
             return 2
     else:
-        from mgpt.train import loop
+        from mgpt.train import setup
 
-        run, params, _ = loop.load_for_inference(config, args.checkpoint)
+        run, params, _ = setup.load_for_inference(config, args.checkpoint)
         model, spec, tokenizer, mesh = run.model, run.spec, run.tokenizer, run.mesh
     if spec.task != "causal_lm":
         print(f"mgpt: generate needs a causal-LM model; {args.experiment} has task.kind={tc.kind!r}",
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgpt: config error: {error}", file=sys.stderr)
         return 2
     # Imported after argument parsing so that `mgpt --help` and config errors stay fast.
-    from mgpt.train import evaluation, loop
+    from mgpt.train import evaluation, loop, setup
 
     if args.command == "train":
         workdir = args.workdir or os.path.join("runs", config.name)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reports and checkpoints in {workdir}")
         return 0
     if args.command == "eval":
-        run, params, where = loop.load_for_inference(config, args.checkpoint)
+        run, params, where = setup.load_for_inference(config, args.checkpoint)
         if args.split not in run.data.splits:
             print(f"mgpt: split {args.split!r} has no file in the config (have: {sorted(run.data.splits)})",
                   file=sys.stderr)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args, config)
     if args.command == "predict":
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, predict_file=args.input))
-        run, params, _ = loop.load_for_inference(config, args.checkpoint)
+        run, params, _ = setup.load_for_inference(config, args.checkpoint)
         count = evaluation.write_predictions(run, params, "predict", args.output)
         print(f"{count} predictions written to {args.output}")
         return 0

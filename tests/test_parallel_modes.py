@@ -11,7 +11,7 @@ import pytest
 
 from mgpt import config as config_lib
 from mgpt import parallel
-from mgpt.train import loop
+from mgpt.train import loop, setup
 from mgpt.train.checkpoint import restore_params
 
 from fixtures_tiny import tiny_gpt2, write_classification_experiment
@@ -27,7 +27,7 @@ def experiment(tmp_path_factory):
 
 def _params_after(experiment, workdir, *overrides):
     config = config_lib.apply_overrides(config_lib.load_experiment(experiment), list(overrides))
-    run = loop.build_run(config)
+    run = setup.build_run(config)
     target = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(run.mesh)), run.params)
     params, _, where = restore_params(os.path.join(workdir, "checkpoints"), target)

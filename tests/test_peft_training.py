@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mgpt import config as config_lib
-from mgpt.train import loop
+from mgpt.train import loop, setup
 
 from fixtures_tiny import tiny_gpt2, write_classification_experiment
 
@@ -38,7 +38,7 @@ def _host(tree):
 def _train(config, workdir, stop_after=None):
     """Run the loop like ``loop.train``; returns (initial params, final params) on the host."""
     os.makedirs(workdir, exist_ok=True)
-    run = loop.build_run(config)
+    run = setup.build_run(config)
     initial = _host(run.params)
     runner = loop._Loop(run, workdir)
     try:

@@ -13,7 +13,7 @@ import pytest
 from mgpt import config as config_lib
 from mgpt import optim, parallel
 from mgpt.config import ParallelConfig
-from mgpt.train import loop, reporting
+from mgpt.train import loop, reporting, setup
 from mgpt.train import state as state_lib
 from mgpt.train.step import gradients, train_step
 
@@ -38,7 +38,7 @@ def _tree_max_diff(a, b):
 def test_accumulated_micro_batches_equal_one_big_batch(experiment):
     config = _config(experiment, "optimizer.name=sgd", "optimizer.max_grad_norm=0", "optimizer.schedule=constant",
                      "optimizer.warmup_steps=0", "optimizer.learning_rate=0.5")
-    run = loop.build_run(config)
+    run = setup.build_run(config)
     batches = run.batches("train", 16, shuffle=True)
     batch = batches.steps_per_epoch and batches.batch_at(batches.steps_per_epoch - 1)  # the short, padded one
     assert batch["example_weight"].sum() < 16  # padding rows really are present
@@ -65,7 +65,7 @@ def test_accumulated_micro_batches_equal_one_big_batch(experiment):
 def test_sharded_equals_single_device(experiment):
     assert jax.device_count() == 8, "tests/conftest.py must set up 8 simulated devices"
     config = _config(experiment, "train.batch_size=16")
-    run = loop.build_run(config)
+    run = setup.build_run(config)
     batches = run.batches("train", 16, shuffle=True)
     optimizer = optim.make_optimizer(config.optimizer, 10, run.params)
     final = []
@@ -96,7 +96,7 @@ def test_step_compiles_once_across_epochs_and_short_batches(experiment, tmp_path
 
 
 def _final_state_params(workdir, config):
-    run = loop.build_run(config)
+    run = setup.build_run(config)
     target = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(run.mesh)), run.params)
     from mgpt.train.checkpoint import restore_params

@@ -24,7 +24,7 @@ import torch_common  # puts the checkout and experiments/ on sys.path
 import mgpt
 from mgpt import optim, parallel
 from mgpt.config import ParallelConfig, load_experiment
-from mgpt.train import loop
+from mgpt.train import setup
 from mgpt.train import state as state_lib
 from mgpt.train.step import train_step
 from wnut17_minilm import HYPERPARAMETERS
@@ -43,12 +43,12 @@ def main():
     hp = HYPERPARAMETERS
 
     # The same start-up as `mgpt train` (checkpoint, data, label count, seeded head), with dropout off.
-    run = loop.build_run(config)
+    run = setup.build_run(config)
     work = os.path.join(os.path.dirname(os.path.abspath(args.output)), "wnut17_step_parity")
     start = os.path.join(work, "start")
     mgpt.save_pretrained(start, run.spec, run.params, run.tokenizer)
     batches = run.batches("train", hp["batch_size"], shuffle=True)
-    total = loop.total_steps(config, len(batches))
+    total = setup.total_steps(config, len(batches))
 
     tx = optim.make_optimizer(config.optimizer, total, run.params)
     state, _ = state_lib.create_state(run.params, tx, 0, parallel.make_mesh(ParallelConfig(num_devices=1)))

@@ -28,7 +28,7 @@ def get_task(kind: str, loss_chunk_size: int = 0):
     """
     if kind not in TASKS:
         raise ValueError(f"unknown task kind {kind!r}: valid kinds are {', '.join(TASKS)}")
-    if kind in ("causal_lm", "generation"):  # generation trains with the causal-LM loss
+    if issubclass(TASKS[kind], CausalLM):  # the causal-LM loss (generation's too) can be chunked
         return TASKS[kind](loss_chunk_size)
     if loss_chunk_size:
         raise ValueError(f"task.loss_chunk_size={loss_chunk_size} is for causal_lm only, not {kind}")

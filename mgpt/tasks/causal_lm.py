@@ -41,6 +41,8 @@ class CausalLM:
 
     name = "causal_lm"
     head = "causal_lm"  # the model head load_pretrained builds
+    single_label = False
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
     default_metric = "loss"
     metric_names = ("loss", "perplexity", "token_accuracy")  # what an evaluation reports (the loss for every task)
     default_mode = "min"

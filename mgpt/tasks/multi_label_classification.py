@@ -19,6 +19,8 @@ class MultiLabelClassification:
 
     name = "multi_label_classification"
     head = "sequence_classification"  # (B, C) logits; the loss, not the head, makes it multi-label
+    single_label = False
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
     default_metric = "micro_f1"
     metric_names = ("subset_accuracy", "micro_f1", "macro_f1", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "max"

@@ -21,6 +21,8 @@ class Regression:
 
     name = "regression"
     head = "regression"  # the model head load_pretrained builds
+    single_label = False
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
     default_metric = "mse"
     metric_names = ("mse", "rmse", "mae", "pearson", "spearman", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "min"

@@ -15,6 +15,8 @@ class SequenceClassification:
 
     name = "sequence_classification"
     head = "sequence_classification"  # the model head load_pretrained builds
+    single_label = True  # one label per example: evaluation warns when every prediction is the same
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
     default_metric = "accuracy"
     metric_names = ("accuracy", "macro_f1", "micro_f1", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "max"

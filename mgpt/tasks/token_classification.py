@@ -48,6 +48,8 @@ class TokenClassification:
 
     name = "token_classification"
     head = "token_classification"  # the model head load_pretrained builds
+    single_label = True  # one tag per word: evaluation warns when every predicted tag is the same
+    evaluation = "predict"  # evaluated from predict() over batches (mgpt.train.evaluation)
     default_metric = "f1"
     metric_names = ("f1", "precision", "recall", "accuracy", "loss")  # what an evaluation reports (the loss for every task)
     default_mode = "max"

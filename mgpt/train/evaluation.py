@@ -11,8 +11,11 @@ import jax
 import numpy as np
 
 from mgpt import metrics, parallel
+from mgpt.train import generation_eval
 
 logger = logging.getLogger("mgpt")
+
+EVALUATIONS = ("predict", "generate")  # what a task may declare as its ``evaluation``
 
 
 def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, float]:
@@ -32,17 +35,18 @@ def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, fl
 def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]]:
     """The task's full report on ``split`` and the scalars to log (loss included).
 
-    A task with its own ``evaluate(run, params, split)`` (e.g. generation, which decodes text) is asked instead.
+    The task declares how it is evaluated (``task.evaluation``): ``"predict"`` reports the per-batch
+    predictions of the whole split; ``"generate"`` reports generated text (:mod:`mgpt.train.generation_eval`).
+    Both report the loss of the per-batch path (teacher-forced for generation).
     """
-    if hasattr(run.task, "evaluate"):
-        return run.task.evaluate(run, params, split)
+    _check_evaluation(run.task)
     predictions, loss_sum, count = run_predictions(run, params, split)
+    if run.task.evaluation == "generate":
+        return generation_eval.evaluate_by_generation(run, params, split, loss_sum, count)
     decoded = run.task.decode(predictions, run.data, split)
     references = run.task.references(run.data, split)
     report = run.task.report(decoded, references, run.data.label_names)
-    collapsed = None
-    if run.config.task.kind in ("sequence_classification", "token_classification"):
-        collapsed = metrics.single_predicted_label(decoded, references)
+    collapsed = metrics.single_predicted_label(decoded, references) if run.task.single_label else None
     if collapsed is not None:
         name = run.data.label_names[collapsed] if isinstance(collapsed, int) else collapsed
         logger.warning("%s: every prediction is %r although the references hold other labels: the model is "
@@ -73,10 +77,11 @@ def write_json(path: str, payload: Any) -> str:
 def write_predictions(run, params: Any, split: str, path: str) -> int:
     """One JSON object per example: the input fields and the prediction. Returns the count.
 
-    A task with ``predict_split(run, params, split)`` (generation: the generated texts) supplies the predictions.
+    The predictions are what the task is evaluated on: decoded per-batch predictions, or generated texts.
     """
-    if hasattr(run.task, "predict_split"):
-        decoded = run.task.predict_split(run, params, split)
+    _check_evaluation(run.task)
+    if run.task.evaluation == "generate":
+        decoded = generation_eval.generate_split(run, params, split)
     else:
         predictions, _, _ = run_predictions(run, params, split)
         decoded = run.task.decode(predictions, run.data, split)
@@ -89,6 +94,12 @@ def write_predictions(run, params: Any, split: str, path: str) -> int:
             f.write(json.dumps(record, default=_json_default) + "\n")
     os.replace(tmp, path)
     return len(examples)
+
+
+def _check_evaluation(task) -> None:
+    if task.evaluation not in EVALUATIONS:
+        raise ValueError(f"task {task.name!r} declares evaluation={task.evaluation!r}; "
+                         f"expected one of {', '.join(EVALUATIONS)}")
 
 
 def _json_default(value):

@@ -1,15 +1,13 @@
 """The training loop: the one place with side effects (logging, evaluation, checkpoints, files).
 
-``train(config, workdir)`` builds everything from the config, resumes from the workdir's latest
-checkpoint when there is one, trains, evaluates, keeps the best checkpoint, and writes the reports.
+``train(config, workdir)`` builds the run from the config (:func:`mgpt.train.setup.build_run`), resumes
+from the workdir's latest checkpoint when there is one, trains, evaluates, keeps the best checkpoint,
+and writes the reports.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -19,92 +17,12 @@ import numpy as np
 
 from mgpt import config as config_lib
 from mgpt import optim, parallel
-from mgpt import peft as peft_lib
-from mgpt.data import Batches, build_datasets
-from mgpt.models import build_model, load_pretrained
-from mgpt.models.hf import load_tokenizer, pretrained_spec
-from mgpt.peft.checkpoint import TrainableOnly
-from mgpt.tasks import get_task
 from mgpt.train import checkpoint as checkpoint_lib
 from mgpt.train import engine as engine_lib
-from mgpt.train import evaluation, reporting
-from mgpt.train.step import eval_step
+from mgpt.train import evaluation, reporting, setup
 from mgpt.train.validate import validate
 
 log = logging.getLogger("mgpt")
-
-
-@dataclasses.dataclass
-class Run:
-    """Everything a run builds once at start-up."""
-
-    config: config_lib.ExperimentConfig
-    model: Any
-    params: Any
-    spec: Any
-    tokenizer: Any
-    data: Any
-    task: Any
-    mesh: Any
-    trainable: Any = None  # bool tree like params (True = trained), or None when everything trains
-    layout: Any = None  # mgpt.parallel.Layout: how params, optimizer state and activations lie on the mesh
-
-    def batches(self, split: str, batch_size: int, shuffle: bool) -> Batches:
-        return Batches(self.data.splits[split], batch_size, self.config.train.seed, shuffle=shuffle)
-
-    @functools.cached_property
-    def eval_fn(self):
-        return jax.jit(functools.partial(eval_step, model=self.model, task=self.task))
-
-
-def build_run(config: config_lib.ExperimentConfig) -> Run:
-    """Load the checkpoint, the data and the task; make the mesh and the layout on it."""
-    task = get_task(config.task.kind, config.task.loss_chunk_size)
-    mesh = parallel.make_mesh(config.parallel)
-    if config.peft.method != "none" and (config.model.scan_layers or config.task.loss_chunk_size):
-        raise config_lib.ConfigError("model.scan_layers and task.loss_chunk_size do not combine with PEFT "
-                                     "(its targets name per-layer modules; its model runs whole)")
-    # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
-    tokenizer = load_tokenizer(config.model.name_or_path)
-    data = build_datasets(config.data, task, tokenizer)
-    num_labels = config.task.num_labels or len(data.label_names) or None
-    kwargs = dict(task=task.head,  # the model head the task needs (multi-label uses the classification head)
-                  num_labels=num_labels, dtype=config.model.dtype, dropout=config.model.dropout,
-                  remat=config.model.remat, scan_layers=config.model.scan_layers,
-                  attention_impl=config.model.attention_impl)
-    # The layout comes from the model's logical axis names (an abstract init), before any weight is read,
-    # so each tensor is placed straight onto its sharding as it loads.
-    layout = parallel.make_layout(config.parallel, mesh, build_model(pretrained_spec(config.model.name_or_path,
-                                                                                     **kwargs)))
-    direct = config.parallel.mode == "jit" and jax.process_count() == 1  # else the engine lays params out
-    model, params, spec, tokenizer = load_pretrained(
-        config.model.name_or_path, seed=config.train.seed,
-        shardings=layout.model_param_shardings() if direct else None, **kwargs)
-    trainable = _trainable_mask(config, params)
-    if config.peft.method != "none":
-        # PEFT: params become {"base", "peft"}; optimizer.trainable (a regex over "base/..." and "peft/..."
-        # paths) can add more trained params, e.g. the LayerNorms.
-        model, params = peft_lib.wrap(model, params, spec, config.peft, jax.random.PRNGKey(config.train.seed))
-        trainable = model.trainable_mask(params)
-        if config.optimizer.trainable != "all":
-            extra = optim.trainable_mask(params, config.optimizer.trainable)
-            trainable = jax.tree_util.tree_map(lambda a, b: a or b, trainable, extra)
-            model = dataclasses.replace(model, base_trainable=trainable["base"])
-    return Run(config, model, params, spec, tokenizer, data, task, mesh, trainable, layout)
-
-
-def total_steps(config: config_lib.ExperimentConfig, steps_per_epoch: int) -> int:
-    if config.train.max_steps > 0:
-        return config.train.max_steps
-    return max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
-
-
-def best_metric_name(config: config_lib.ExperimentConfig, task) -> tuple[str, str]:
-    """The ``split/metric`` that picks the best checkpoint, and whether higher is better."""
-    if config.train.best_metric:
-        return config.train.best_metric, config.train.best_mode
-    split = config.train.eval_splits[0] if config.train.eval_splits else "validation"
-    return f"{split}/{task.default_metric}", task.default_mode
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -123,7 +41,7 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         config_lib.save_config(config, os.path.join(workdir, "config.json"))
-    run = build_run(config)
+    run = setup.build_run(config)
     if jax.process_index() == 0:  # what data cleaning dropped, by split and reason
         evaluation.write_json(os.path.join(workdir, "cleaning.json"), run.data.cleaning)
     loop = _Loop(run, workdir)
@@ -153,11 +71,11 @@ def enable_compilation_cache(directory: str) -> None:
 class _Loop:
     """The mutable parts of one training run: state, counters, writers and checkpoints."""
 
-    def __init__(self, run: Run, workdir: str):
+    def __init__(self, run: setup.Run, workdir: str):
         config, tc = run.config, run.config.train
         self.run_, self.workdir, self.tc = run, workdir, tc
         self.batches = run.batches("train", tc.batch_size, shuffle=True)
-        self.steps = total_steps(config, self.batches.steps_per_epoch)
+        self.steps = setup.total_steps(config, self.batches.steps_per_epoch)
         self.eval_every = tc.eval_every or self.batches.steps_per_epoch
         optimizer = optim.make_optimizer(config.optimizer, self.steps, run.params, trainable_mask=run.trainable)
         log.info("parameters: %d total, %d trainable", optim.count_parameters(run.params),
@@ -167,7 +85,7 @@ class _Loop:
         self.state = self.engine.create_state(run.params, tc.seed)
         self.checkpoints = None
         if config.checkpoint.enabled:
-            self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint, _partial(run))
+            self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint, setup.checkpoint_packing(run))
         self.meta = {"best_value": None, "best_step": None, "bad_evals": 0, "label_names": list(run.data.label_names)}
         self.start = 0
         if self.checkpoints is not None and self.checkpoints.latest_step() is not None:
@@ -179,7 +97,7 @@ class _Loop:
         self.last_step = self.start
         self.writer = reporting.MetricsWriter(workdir, resume_step=self.start or None,
                                               enabled=jax.process_index() == 0)
-        self.metric_name, self.mode = best_metric_name(config, run.task)
+        self.metric_name, self.mode = setup.best_metric_name(config, run.task)
 
     def run(self, stop_after: int | None) -> bool:
         """Train to the end (True) or until ``stop_after`` / early stopping ends it (True / False)."""
@@ -307,20 +225,6 @@ def batch_fingerprint(batch: dict) -> int:
     return int(np.sum(ids * weights) % 1_000_000_007)
 
 
-def _trainable_mask(config, params):
-    if config.optimizer.trainable == "all":
-        return None
-    return optim.trainable_mask(params, config.optimizer.trainable)
-
-
-def _partial(run: Run):
-    """How checkpoints pack params: None (all of them), or only the trained ones (checkpoint.trainable_only)."""
-    if not run.config.checkpoint.trainable_only:
-        return None
-    mask = run.trainable if run.trainable is not None else jax.tree_util.tree_map(lambda _: True, run.params)
-    return TrainableOnly.create(run.params, mask, run.config.model.name_or_path)
-
-
 def _params_target(params: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
 
@@ -329,20 +233,3 @@ def _progress(enabled: bool, start: int, total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
-
-
-def load_for_inference(config: config_lib.ExperimentConfig, checkpoint: str) -> tuple[Run, Any, str]:
-    """The run's model and data with params restored from a checkpoint (a workdir, ``best/`` or ``checkpoints/``)."""
-    run = build_run(config)
-    shardings = run.layout.param_shardings(run.params)  # restored straight onto the run's layout
-    target = jax.tree_util.tree_map(
-        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), run.params, shardings
-    )
-    params, meta, where = checkpoint_lib.restore_params(checkpoint, target, _partial(run), run.params)
-    saved_labels = meta.get("label_names")
-    if saved_labels is not None and list(saved_labels) != list(run.data.label_names):
-        raise ValueError(
-            f"label names in the checkpoint {saved_labels} differ from the data's {list(run.data.label_names)}; "
-            "pass the same data.labels the run was trained with"
-        )
-    return run, params, where

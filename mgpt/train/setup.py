@@ -1,0 +1,132 @@
+"""Assembling a run: the model, params, tokenizer, data, task, mesh and layout built once from a config.
+
+``build_run(config)`` is what training, evaluation and prediction start from; ``load_for_inference``
+adds the params of a saved checkpoint. Nothing here trains: the loop is :mod:`mgpt.train.loop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+
+from mgpt import config as config_lib
+from mgpt import optim, parallel
+from mgpt import peft as peft_lib
+from mgpt.data import Batches, build_datasets
+from mgpt.models import build_model, load_pretrained
+from mgpt.models.hf import load_tokenizer, pretrained_spec
+from mgpt.peft.checkpoint import TrainableOnly
+from mgpt.tasks import get_task
+from mgpt.train import checkpoint as checkpoint_lib
+from mgpt.train.step import eval_step
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run builds once at start-up."""
+
+    config: config_lib.ExperimentConfig
+    model: Any
+    params: Any
+    spec: Any
+    tokenizer: Any
+    data: Any
+    task: Any
+    mesh: Any
+    trainable: Any = None  # bool tree like params (True = trained), or None when everything trains
+    layout: Any = None  # mgpt.parallel.Layout: how params, optimizer state and activations lie on the mesh
+
+    def batches(self, split: str, batch_size: int, shuffle: bool) -> Batches:
+        """The batches of ``split`` in the run's order (seeded by ``train.seed``)."""
+        return Batches(self.data.splits[split], batch_size, self.config.train.seed, shuffle=shuffle)
+
+    @functools.cached_property
+    def eval_fn(self):
+        """The jitted evaluation step ``(params, batch) -> {"loss_sum", "count", "predictions"}``."""
+        return jax.jit(functools.partial(eval_step, model=self.model, task=self.task))
+
+
+def build_run(config: config_lib.ExperimentConfig) -> Run:
+    """Load the checkpoint, the data and the task; make the mesh and the layout on it."""
+    task = get_task(config.task.kind, config.task.loss_chunk_size)
+    mesh = parallel.make_mesh(config.parallel)
+    if config.peft.method != "none" and (config.model.scan_layers or config.task.loss_chunk_size):
+        raise config_lib.ConfigError("model.scan_layers and task.loss_chunk_size do not combine with PEFT "
+                                     "(its targets name per-layer modules; its model runs whole)")
+    # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
+    tokenizer = load_tokenizer(config.model.name_or_path)
+    data = build_datasets(config.data, task, tokenizer)
+    num_labels = config.task.num_labels or len(data.label_names) or None
+    kwargs = dict(task=task.head,  # the model head the task needs (multi-label uses the classification head)
+                  num_labels=num_labels, dtype=config.model.dtype, dropout=config.model.dropout,
+                  remat=config.model.remat, scan_layers=config.model.scan_layers,
+                  attention_impl=config.model.attention_impl)
+    # The layout comes from the model's logical axis names (an abstract init), before any weight is read,
+    # so each tensor is placed straight onto its sharding as it loads.
+    layout = parallel.make_layout(config.parallel, mesh, build_model(pretrained_spec(config.model.name_or_path,
+                                                                                     **kwargs)))
+    direct = config.parallel.mode == "jit" and jax.process_count() == 1  # else the engine lays params out
+    model, params, spec, tokenizer = load_pretrained(
+        config.model.name_or_path, seed=config.train.seed,
+        shardings=layout.model_param_shardings() if direct else None, **kwargs)
+    trainable = _trainable_mask(config, params)
+    if config.peft.method != "none":
+        # PEFT: params become {"base", "peft"}; optimizer.trainable (a regex over "base/..." and "peft/..."
+        # paths) can add more trained params, e.g. the LayerNorms.
+        model, params = peft_lib.wrap(model, params, spec, config.peft, jax.random.PRNGKey(config.train.seed))
+        trainable = model.trainable_mask(params)
+        if config.optimizer.trainable != "all":
+            extra = optim.trainable_mask(params, config.optimizer.trainable)
+            trainable = jax.tree_util.tree_map(lambda a, b: a or b, trainable, extra)
+            model = dataclasses.replace(model, base_trainable=trainable["base"])
+    return Run(config, model, params, spec, tokenizer, data, task, mesh, trainable, layout)
+
+
+def total_steps(config: config_lib.ExperimentConfig, steps_per_epoch: int) -> int:
+    """The run's length in optimizer steps: ``train.max_steps``, else the epochs rounded up."""
+    if config.train.max_steps > 0:
+        return config.train.max_steps
+    return max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
+
+
+def best_metric_name(config: config_lib.ExperimentConfig, task) -> tuple[str, str]:
+    """The ``split/metric`` that picks the best checkpoint, and whether higher is better."""
+    if config.train.best_metric:
+        return config.train.best_metric, config.train.best_mode
+    split = config.train.eval_splits[0] if config.train.eval_splits else "validation"
+    return f"{split}/{task.default_metric}", task.default_mode
+
+
+def checkpoint_packing(run: Run) -> TrainableOnly | None:
+    """How checkpoints pack params: None (all of them), or only the trained ones (checkpoint.trainable_only)."""
+    if not run.config.checkpoint.trainable_only:
+        return None
+    mask = run.trainable if run.trainable is not None else jax.tree_util.tree_map(lambda _: True, run.params)
+    return TrainableOnly.create(run.params, mask, run.config.model.name_or_path)
+
+
+def load_for_inference(config: config_lib.ExperimentConfig, checkpoint: str) -> tuple[Run, Any, str]:
+    """The run's model and data with params restored from a checkpoint (a workdir, ``best/`` or ``checkpoints/``)."""
+    run = build_run(config)
+    shardings = run.layout.param_shardings(run.params)  # restored straight onto the run's layout
+    target = jax.tree_util.tree_map(
+        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), run.params, shardings
+    )
+    params, meta, where = checkpoint_lib.restore_params(checkpoint, target, checkpoint_packing(run), run.params)
+    saved_labels = meta.get("label_names")
+    if saved_labels is not None and list(saved_labels) != list(run.data.label_names):
+        raise ValueError(
+            f"label names in the checkpoint {saved_labels} differ from the data's {list(run.data.label_names)}; "
+            "pass the same data.labels the run was trained with"
+        )
+    return run, params, where
+
+
+def _trainable_mask(config, params):
+    if config.optimizer.trainable == "all":
+        return None
+    return optim.trainable_mask(params, config.optimizer.trainable)
