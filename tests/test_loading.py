@@ -97,12 +97,12 @@ def no_tokenizer_experiment(tmp_path_factory):
 
 
 def test_build_run_without_tokenizer_fails_naming_the_directory(no_tokenizer_experiment):
-    from mgpt.train import loop
+    from mgpt.train import setup
 
     experiment, model_dir = no_tokenizer_experiment
     config = config_lib.load_experiment(experiment)
     with pytest.raises(CheckpointError) as error:
-        loop.build_run(config)
+        setup.build_run(config)
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"{model_dir} has no tokenizer files")
     assert "training" in message
