@@ -122,8 +122,8 @@ class BertSelfAttention(nn.Module):
         head_dim = width // arch.num_heads
 
         def project(name):
-            dense = dense(width, arch.initializer_range, self.dtype, name, axes=("embed", "heads"))
-            return dense(x).reshape(batch, length, arch.num_heads, head_dim)
+            layer = dense(width, arch.initializer_range, self.dtype, name, axes=("embed", "heads"))
+            return layer(x).reshape(batch, length, arch.num_heads, head_dim)
 
         q, k, v = project("query"), project("key"), project("value")
         use_dropout = not deterministic and arch.attention_dropout > 0
