@@ -207,13 +207,8 @@ def per_layer_scale(arch: GPT2Arch) -> Optional[str]:
 
 
 FAMILY = register(Family(
-    name="gpt2",
-    is_decoder=True,
-    read_arch=read_arch,
-    tensor_table=tensor_table,
-    base_prefix="transformer.",
-    build_backbone=build_backbone,
-    build_head=build_head,
+    name="gpt2", is_decoder=True, base_prefix="transformer.",
+    read_arch=read_arch, tensor_table=tensor_table, build_backbone=build_backbone, build_head=build_head,
     architectures={"causal_lm": "GPT2LMHeadModel", "token_classification": "GPT2ForTokenClassification",
                    "sequence_classification": "GPT2ForSequenceClassification",
                    "regression": "GPT2ForSequenceClassification"},
