@@ -110,49 +110,72 @@ def read_arch(config, dropout: Optional[float] = None) -> LlamaArch:
 
 
 class LlamaAttention(LayerModule):
+    """Grouped-query self-attention with RoPE. A family whose projections differ (fused q/k/v, q/k norms)
+    subclasses it and overrides :meth:`project_qkv`."""
+
+    @nn.nowrap
+    def project_qkv(self, x):
+        """``(q, k, v)`` ``(B, T, heads or kv heads, head_dim)`` before RoPE (runs inside ``__call__``)."""
+        arch = self.arch
+        batch, length, _ = x.shape
+
+        def project(name, count):
+            layer = dense(count * arch.head_dim, arch.initializer_range, self.dtype, name, arch.qkv_bias,
+                          ("embed", "heads"))
+            return layer(x).reshape(batch, length, count, arch.head_dim)
+
+        heads, kv_heads = arch.num_heads, arch.num_kv_heads
+        return project("q_proj", heads), project("k_proj", kv_heads), project("v_proj", kv_heads)
+
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
         batch, length, _ = x.shape
-        heads, kv_heads, dim = arch.num_heads, arch.num_kv_heads, arch.head_dim
-
-        def project(name, count, bias):
-            layer = dense(count * dim, arch.initializer_range, self.dtype, name, bias, ("embed", "heads"))
-            return layer(x).reshape(batch, length, count, dim)
-
-        q = apply_rope(project("q_proj", heads, arch.qkv_bias), cos, sin)
-        k = apply_rope(project("k_proj", kv_heads, arch.qkv_bias), cos, sin)
-        v = project("v_proj", kv_heads, arch.qkv_bias)
+        q, k, v = self.project_qkv(x)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # decoding: the cache keeps kv heads (rotated keys); prefix keys/values are given per kv head
         out, cache = attention_block(self, q, k, v, key_mask, deterministic=deterministic,
                                      dropout_rate=arch.attention_dropout, prefix_kv=prefix_kv, cache=cache,
-                                     scale=dim**-0.5, sliding_window=arch.sliding_windows[self.layer_idx],
+                                     scale=arch.head_dim**-0.5, sliding_window=arch.sliding_windows[self.layer_idx],
                                      implementation=self.attention_impl)
         o_proj = dense(arch.hidden_size, arch.initializer_range, self.dtype, "o_proj", arch.o_bias, ("heads", "embed"))
         return o_proj(out.reshape(batch, length, -1)), cache
 
 
 class LlamaDecoderLayer(LayerModule):
+    """Pre-norm layer: RMSNorm -> attention -> residual, RMSNorm -> gated MLP -> residual. A family with its
+    own attention or MLP subclasses it, setting ``attention_cls`` or overriding :meth:`feed_forward`."""
+
+    attention_cls = LlamaAttention  # a class attribute, not a module field
+
+    @nn.nowrap
+    def feed_forward(self):
+        """The MLP module, named ``mlp`` (runs inside ``__call__``)."""
+        arch = self.arch
+        return GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
+                        arch.mlp_bias, self.dtype, name="mlp")
+
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
-        attn = LlamaAttention(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")
-        mlp = GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
-                       arch.mlp_bias, self.dtype, name="mlp")
+        attn = self.attention_cls(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")
         norms = tuple(RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype, name=name)
                       for name in ("input_layernorm", "post_attention_layernorm"))
-        return pre_norm_residual(x, lambda h: attn(h, cos, sin, key_mask, deterministic, prefix_kv, cache), mlp,
-                                 norms, cache)
+        return pre_norm_residual(x, lambda h: attn(h, cos, sin, key_mask, deterministic, prefix_kv, cache),
+                                 self.feed_forward(), norms, cache)
 
 
 class LlamaBackbone(DecoderBackbone):
-    """Token embeddings, ``num_layers`` pre-norm decoder ``layers``, final RMSNorm."""
+    """Token embeddings, ``num_layers`` pre-norm decoder ``layers``, final RMSNorm (``layer_cls`` may be a
+    subclass of :class:`LlamaDecoderLayer` in a family that subclasses this backbone)."""
+
+    layer_cls = LlamaDecoderLayer  # a class attribute, not a module field
 
     def setup(self):
         arch = self.arch
         self.embed_tokens = nn.Embed(arch.vocab_size, arch.hidden_size, dtype=self.dtype,
                                      embedding_init=named(nn.initializers.normal(arch.initializer_range), EMBEDDING))
-        self.layers = self.layer_stack(LlamaDecoderLayer, 5)  # layers_0, ... (arg 5: deterministic)
+        self.layers = self.layer_stack(self.layer_cls, 5)  # layers_0, ... (arg 5: deterministic)
         self.norm = RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype)
 
     def __call__(self, inputs: BackboneInputs) -> BackboneOutput:
