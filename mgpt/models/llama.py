@@ -63,14 +63,21 @@ class LlamaArch:
     classifier_dropout: float
     initializer_range: float
     token_classification_bias: bool = True
+    qk_norm: bool = False  # RMSNorm over head_dim on each query/key head before RoPE (Qwen3)
+    fused_qkv: bool = False  # one qkv_proj holding q, k, v in this order (Phi-3)
+    fused_gate_up: bool = False  # one gate_up_proj holding gate, up in this order (Phi-3)
+    rotary_dim: int = 0  # RoPE on the first rotary_dim dims of each head; 0: all of head_dim (Phi-3: partial)
+    resid_dropout: float = 0.0  # on the attention and MLP outputs before each residual add (Phi-3)
 
     @property
     def rope_type(self) -> str:
         return dict(self.rope_scaling).get("rope_type", "default")
 
     @classmethod
-    def from_hf(cls, config, dropout: Optional[float] = None) -> "LlamaArch":
-        """Read a transformers config of one of the Llama-family model types; ``dropout`` overrides every rate."""
+    def from_hf(cls, config, dropout: Optional[float] = None, partial_rotary: bool = False) -> "LlamaArch":
+        """Read a transformers config of one of the Llama-family model types; ``dropout`` overrides every rate.
+
+        ``partial_rotary``: the family's RoPE honours ``partial_rotary_factor`` (Phi-3); else a factor != 1 fails."""
         family = config.model_type
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -81,7 +88,9 @@ class LlamaArch:
         if getattr(config, "use_bidirectional_attention", False):
             raise ValueError(f"{family} config: use_bidirectional_attention=True is not supported (mgpt is causal)")
         activation_fn(config.hidden_act)
-        theta, scaling = _rope_parameters(config)
+        theta, scaling, rotary_factor = _rope_parameters(config)
+        if rotary_factor != 1.0 and not partial_rotary:
+            raise ValueError(f"{config.model_type} config: partial_rotary_factor != 1 is not supported")
         windows = _sliding_windows(config, family)
         classifier_dropout = getattr(config, "classifier_dropout", None)
         if classifier_dropout is None:  # the fallback chain of GenericForTokenClassification
@@ -115,11 +124,12 @@ class LlamaArch:
             sliding_windows=windows,
             initializer_range=config.initializer_range,
             token_classification_bias=bool(getattr(config, "token_classification_bias", True)),
+            rotary_dim=int(head_dim * rotary_factor) if rotary_factor != 1.0 else 0,
             **rates,
         )
 
 
-def _rope_parameters(config) -> tuple[float, tuple]:
+def _rope_parameters(config) -> tuple[float, tuple, float]:
     params = dict(getattr(config, "rope_parameters", None) or {})
     if not params:  # configs written before rope_parameters existed
         params = dict(getattr(config, "rope_scaling", None) or {})
@@ -133,13 +143,11 @@ def _rope_parameters(config) -> tuple[float, tuple]:
     if kind not in SUPPORTED_ROPE:
         raise ValueError(f"{config.model_type} config: rope_type={kind!r} is not supported; "
                          f"mgpt supports {SUPPORTED_ROPE}")
-    if float(params.get("partial_rotary_factor", 1.0) or 1.0) != 1.0:
-        raise ValueError(f"{config.model_type} config: partial_rotary_factor != 1 is not supported")
     if kind == "llama3" and "original_max_position_embeddings" not in params:
         params["original_max_position_embeddings"] = config.max_position_embeddings
     theta = float(params.pop("rope_theta"))
-    params.pop("partial_rotary_factor", None)
-    return theta, tuple(sorted(params.items()))
+    rotary_factor = float(params.pop("partial_rotary_factor", 1.0) or 1.0)
+    return theta, tuple(sorted(params.items())), rotary_factor
 
 
 def _sliding_windows(config, family: str) -> tuple:
@@ -154,8 +162,8 @@ def _sliding_windows(config, family: str) -> tuple:
 
 
 def rope_inv_freq(arch: LlamaArch) -> np.ndarray:
-    """Inverse frequencies ``(head_dim // 2,)`` in float32, with the configured scaling, as transformers does."""
-    dim = arch.head_dim
+    """Inverse frequencies ``(rotary_dim // 2,)`` in float32, with the configured scaling, as transformers does."""
+    dim = arch.rotary_dim or arch.head_dim
     exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
     inv_freq = (np.float32(1.0) / (np.float32(arch.rope_theta) ** exponent)).astype(np.float32)
     params = dict(arch.rope_scaling)
@@ -184,12 +192,16 @@ def rope_cos_sin(positions, inv_freq: np.ndarray):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate ``x`` ``(B, T, H, D)`` by position: ``x * cos + rotate_half(x) * sin`` (cos/sin in x's dtype)."""
+    """Rotate ``x`` ``(B, T, H, D)`` by position: ``x * cos + rotate_half(x) * sin`` (cos/sin in x's dtype).
+
+    cos/sin narrower than ``D`` rotate only the first dims of each head and pass the rest (partial RoPE)."""
     cos = cos[:, :, None, :].astype(x.dtype)
     sin = sin[:, :, None, :].astype(x.dtype)
-    half = x.shape[-1] // 2
+    dim = cos.shape[-1]
+    x, rest = x[..., :dim], x[..., dim:]
+    half = dim // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
+    return jnp.concatenate([x * cos + rotated * sin, rest], axis=-1)
 
 
 def default_positions(attention_mask, batch: int, length: int):
@@ -244,9 +256,16 @@ class LlamaAttention(nn.Module):
             dense = _dense(count * dim, arch, self.dtype, name, bias, axes=("embed", "heads"))
             return dense(x).reshape(batch, length, count, dim)
 
-        q = apply_rope(project("q_proj", heads, arch.qkv_bias), cos, sin)
-        k = apply_rope(project("k_proj", kv_heads, arch.qkv_bias), cos, sin)
-        v = project("v_proj", kv_heads, arch.qkv_bias)
+        if arch.fused_qkv:
+            qkv = project("qkv_proj", heads + 2 * kv_heads, arch.qkv_bias)
+            q, k, v = jnp.split(qkv, [heads, heads + kv_heads], axis=2)
+        else:
+            q, k, v = (project(name, count, arch.qkv_bias)
+                       for name, count in (("q_proj", heads), ("k_proj", kv_heads), ("v_proj", kv_heads)))
+        if arch.qk_norm:
+            q = RMSNorm(arch.rms_norm_eps, dtype=self.dtype, name="q_norm")(q)
+            k = RMSNorm(arch.rms_norm_eps, dtype=self.dtype, name="k_norm")(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q_positions = None
         if cache is not None:  # decoding: the cache keeps kv heads (rotated keys); attend over every filled slot
             cache, filled, q_positions = update_kv_cache(cache, k, v)
@@ -286,8 +305,13 @@ class LlamaMLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         arch = self.arch
-        gate = _dense(arch.intermediate_size, arch, self.dtype, "gate_proj", arch.mlp_bias, ("embed", "mlp"))(x)
-        up = _dense(arch.intermediate_size, arch, self.dtype, "up_proj", arch.mlp_bias, ("embed", "mlp"))(x)
+        if arch.fused_gate_up:
+            gate_up = _dense(2 * arch.intermediate_size, arch, self.dtype, "gate_up_proj", arch.mlp_bias,
+                             ("embed", "mlp"))(x)
+            gate, up = jnp.split(gate_up, 2, axis=-1)
+        else:
+            gate = _dense(arch.intermediate_size, arch, self.dtype, "gate_proj", arch.mlp_bias, ("embed", "mlp"))(x)
+            up = _dense(arch.intermediate_size, arch, self.dtype, "up_proj", arch.mlp_bias, ("embed", "mlp"))(x)
         return _dense(arch.hidden_size, arch, self.dtype, "down_proj", arch.mlp_bias, ("mlp", "embed"))(
             activation_fn(arch.activation)(gate) * up
         )
@@ -308,9 +332,10 @@ class LlamaDecoderLayer(nn.Module):
         )
         if cache is not None:  # with a cache the attention also returns the layer's updated cache
             attn, cache = attn
-        x = x + attn
+        drop = nn.Dropout(arch.resid_dropout)
+        x = x + drop(attn, deterministic=deterministic)
         h = RMSNorm(arch.rms_norm_eps, arch.gemma_norm, self.dtype, name="post_attention_layernorm")(x)
-        x = x + LlamaMLP(arch, self.dtype, name="mlp")(h)
+        x = x + drop(LlamaMLP(arch, self.dtype, name="mlp")(h), deterministic=deterministic)
         return x if cache is None else (x, cache)
 
 

@@ -24,7 +24,7 @@ BASE_PREFIX = {
     **{family: "model." for family in LLAMA_FAMILIES},
 }
 _CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "distilbert": "DistilBert", "llama": "Llama",
-                 "mistral": "Mistral", "qwen2": "Qwen2", "gemma": "Gemma"}
+                 "mistral": "Mistral", "qwen2": "Qwen2", "gemma": "Gemma", "qwen3": "Qwen3", "phi3": "Phi3"}
 _TASK_SUFFIX = {"sequence_classification": "ForSequenceClassification", "regression": "ForSequenceClassification",
                 "token_classification": "ForTokenClassification", "causal_lm": "ForCausalLM"}
 
@@ -182,10 +182,12 @@ def _llama_table(spec: ModelSpec) -> dict[str, Entry]:
     _add(t, "embed_tokens", b + ("embed_tokens",), "embedding")
     for i in range(arch.num_layers):
         p = b + (f"layers_{i}",)
-        for name in ("q_proj", "k_proj", "v_proj"):
+        for name in ("qkv_proj",) if arch.fused_qkv else ("q_proj", "k_proj", "v_proj"):
             _add(t, f"layers.{i}.self_attn.{name}", p + ("self_attn", name), "linear", bias=arch.qkv_bias)
+        for name in ("q_norm", "k_norm") if arch.qk_norm else ():
+            _add(t, f"layers.{i}.self_attn.{name}", p + ("self_attn", name), "layernorm", bias=False)
         _add(t, f"layers.{i}.self_attn.o_proj", p + ("self_attn", "o_proj"), "linear", bias=arch.o_bias)
-        for name in ("gate_proj", "up_proj", "down_proj"):
+        for name in ("gate_up_proj", "down_proj") if arch.fused_gate_up else ("gate_proj", "up_proj", "down_proj"):
             _add(t, f"layers.{i}.mlp.{name}", p + ("mlp", name), "linear", bias=arch.mlp_bias)
         _add(t, f"layers.{i}.input_layernorm", p + ("input_layernorm",), "layernorm", bias=False)
         _add(t, f"layers.{i}.post_attention_layernorm", p + ("post_attention_layernorm",), "layernorm", bias=False)

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 
 from mgpt.models.bert import BertArch
 from mgpt.models.gpt2 import GPT2Arch
+from mgpt.models import phi3, qwen3
 from mgpt.models.llama import LlamaArch
 from mgpt.models.scan import SCANNED_LAYERS, check_remat
 
 TASKS = ("sequence_classification", "token_classification", "regression", "causal_lm")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-LLAMA_FAMILIES = ("llama", "mistral", "qwen2", "gemma")
+LLAMA_FAMILIES = ("llama", "mistral", "qwen2", "gemma", "qwen3", "phi3")
 ATTENTION_IMPLS = ("", "xla", "cudnn")
 
 
@@ -36,6 +37,8 @@ FAMILIES = {
     "roberta": Family(BertArch.from_roberta, "bert"),
     "distilbert": Family(BertArch.from_distilbert, "bert"),
     **{name: Family(LlamaArch.from_hf, "llama") for name in LLAMA_FAMILIES},
+    "qwen3": Family(qwen3.read_arch, "llama"),
+    "phi3": Family(phi3.read_arch, "llama"),
 }
 
 
