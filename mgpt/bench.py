@@ -26,22 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SIZES: dict[str, tuple[str, dict]] = {
-    "gpt2-small": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)),
-    "gpt2-medium": ("gpt2", dict(n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024)),
-    "llama-125m": ("llama", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12,
-                                 intermediate_size=2048, vocab_size=32000, max_position_embeddings=4096)),
-    "llama-1b": ("llama", dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                               intermediate_size=8192, vocab_size=128256, max_position_embeddings=8192,
-                               tie_word_embeddings=True)),
-    "bert-base": ("bert", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                               vocab_size=30522, max_position_embeddings=512)),
-}
+from mgpt.models.family import all_families, get_family
+
+
+def named_sizes() -> dict[str, tuple[str, dict]]:
+    """Benchmark sizes by name -> ``(model_type, transformers config keywords)``, as the families declare them."""
+    return {name: (family.name, kwargs) for family in all_families() for name, kwargs in family.bench_sizes.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchSettings:
-    model: str = "gpt2-small"  # a name in SIZES, or a directory with a config.json
+    model: str = "gpt2-small"  # a name in named_sizes(), or a directory with a config.json
     task: str = ""  # default: causal_lm for decoders, sequence_classification for encoders
     batch_size: int = 8
     seq_len: int = 128
@@ -61,8 +56,9 @@ def hf_config_for(name: str, seq_len: int):
     """A transformers config for a named size (random weights) or from a directory."""
     from transformers import AutoConfig
 
-    if name in SIZES:
-        family, kwargs = SIZES[name]
+    sizes = named_sizes()
+    if name in sizes:
+        family, kwargs = sizes[name]
         config = AutoConfig.for_model(family, **kwargs)
     else:
         config = AutoConfig.from_pretrained(name)
@@ -128,7 +124,7 @@ def run_bench(settings: BenchSettings) -> dict:
     from mgpt.train.step import train_step
 
     hf_config = hf_config_for(settings.model, settings.seq_len)
-    decoder = hf_config.model_type not in ("bert", "roberta", "distilbert")
+    decoder = get_family(hf_config.model_type).is_decoder
     task_kind = settings.task or ("causal_lm" if decoder else "sequence_classification")
     task = get_task(task_kind, settings.loss_chunk_size)
     spec = make_spec(hf_config, task.head, num_labels=None if task.head == "causal_lm" else 2, dtype=settings.dtype,

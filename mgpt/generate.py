@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mgpt.models.attention import KVCache, init_kv_cache
+from mgpt.models.family import get_family
 
 logger = logging.getLogger("mgpt")
 
@@ -52,13 +53,11 @@ class DecodeSettings:
 
 
 def cache_layout(spec) -> tuple[int, int, int]:
-    """``(num_layers, num_kv_heads, head_dim)`` of a decoder spec's KV cache."""
-    arch = spec.arch
-    if spec.backbone_kind == "gpt2":
-        return arch.n_layer, arch.n_head, arch.n_embd // arch.n_head
-    if spec.backbone_kind == "llama":
-        return arch.num_layers, arch.num_kv_heads, arch.head_dim
-    raise ValueError(f"{spec.family}: generation needs a decoder model (GPT-2 or the Llama family)")
+    """``(num_layers, num_kv_heads, head_dim)`` of a decoder spec's KV cache (the family's ``kv_geometry``)."""
+    family = get_family(spec.family)
+    if not family.is_decoder:
+        raise ValueError(f"{spec.family}: generation needs a decoder model")
+    return family.kv_geometry(spec.arch)
 
 
 def init_cache(spec, batch: int, max_length: int) -> tuple[KVCache, ...]:

@@ -9,7 +9,7 @@ import transformers
 from family_checkpoints import ENCODERS, PAD, PER_TOKEN, compare, make_batch, make_checkpoint, tasks_of, torch_logits
 
 from mgpt.models import load_pretrained, make_spec
-from mgpt.models.bert import encoder_positions
+from mgpt.models.families.bert import encoder_positions
 
 TOL = 1e-4
 CASES = [(family, task) for family in ENCODERS for task in tasks_of(family)]

@@ -1,6 +1,7 @@
-"""Task heads and the top-level :class:`TaskModel` (backbone + head).
+"""Generic task heads and the top-level :class:`TaskModel` (backbone + head).
 
-Param tree of a task model::
+Families pick a head for each task and name its layers (``Family.build_head``); the head modules here
+know nothing of any family. Param tree of a task model::
 
     {"backbone": {...family layout...}, "head": {...}}
 
@@ -19,26 +20,11 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mgpt.models.bert import BertBackbone
-from mgpt.models.gpt2 import BackboneOutput, GPT2Backbone
-from mgpt.models.llama import LlamaBackbone
-from mgpt.models.partitioning import dense_inits
-from mgpt.models.spec import DTYPES, FAMILIES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
-
-
-def _classifier(features: int, arch, dtype, name: str, use_bias: bool = True,
-                axes: tuple = ("embed", None)) -> nn.Dense:
-    return nn.Dense(
-        features,
-        use_bias=use_bias,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-        **dense_inits(arch.initializer_range, axes),  # logical axis names for the sharding rules
-    )
+from mgpt.models.family import get_family
+from mgpt.models.layers import BackboneOutput, activation_fn, dense
+from mgpt.models.spec import DTYPES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
 
 
 def last_token_index(attention_mask, length: int):
@@ -50,11 +36,12 @@ def last_token_index(attention_mask, length: int):
 
 
 class LastTokenClassifier(nn.Module):
-    """GPT2/Llama-family ForSequenceClassification: ``score`` (no bias) on the last real token's hidden state."""
+    """Decoder *ForSequenceClassification: ``score`` (no bias) on the last real token's hidden state."""
 
     arch: Any
     num_labels: int
     dtype: Any = jnp.float32
+    layer_name: str = "score"
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
@@ -64,7 +51,8 @@ class LastTokenClassifier(nn.Module):
             pooled = hidden[:, -1]
         else:
             pooled = jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
-        return _classifier(self.num_labels, self.arch, self.dtype, "score", use_bias=False)(pooled)
+        return dense(self.num_labels, self.arch.initializer_range, self.dtype, self.layer_name, False,
+                     ("embed", None))(pooled)
 
 
 class PooledClassifier(nn.Module):
@@ -77,7 +65,8 @@ class PooledClassifier(nn.Module):
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
         h = nn.Dropout(self.arch.classifier_dropout)(out.pooled, deterministic=deterministic)
-        return _classifier(self.num_labels, self.arch, self.dtype, "classifier")(h)
+        return dense(self.num_labels, self.arch.initializer_range, self.dtype, "classifier",
+                     axes=("embed", None))(h)
 
 
 class TokenClassifier(nn.Module):
@@ -92,53 +81,42 @@ class TokenClassifier(nn.Module):
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
         h = nn.Dropout(self.arch.classifier_dropout)(out.last_hidden_state, deterministic=deterministic)
-        return _classifier(self.num_labels, self.arch, self.dtype, self.layer_name, self.use_bias)(h)
+        return dense(self.num_labels, self.arch.initializer_range, self.dtype, self.layer_name, self.use_bias,
+                     ("embed", None))(h)
 
 
-class RobertaClassificationHead(nn.Module):
-    """RoBERTa's ``classifier``: dropout -> ``dense`` -> tanh -> dropout -> ``out_proj`` on the <s> token."""
+class FirstTokenClassifier(nn.Module):
+    """Two dense layers on the first token: [dropout ->] ``names[0]`` -> activation -> dropout -> ``names[1]``.
 
-    arch: Any
-    num_labels: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, hidden, deterministic: bool):
-        drop = nn.Dropout(self.arch.classifier_dropout)
-        h = drop(hidden[:, 0], deterministic=deterministic)
-        h = jnp.tanh(_classifier(self.arch.hidden_size, self.arch, self.dtype, "dense")(h))
-        h = drop(h, deterministic=deterministic)
-        return _classifier(self.num_labels, self.arch, self.dtype, "out_proj")(h)
-
-
-class RobertaSequenceClassifier(nn.Module):
-    """RobertaForSequenceClassification's head (not BERT's pooler)."""
+    RoBERTa's head (tanh, dropout first, both layers grouped under ``classifier``) and DistilBERT's
+    (``pre_classifier`` -> ReLU -> ``classifier``) are this module with different settings.
+    """
 
     arch: Any
     num_labels: int
     dtype: Any = jnp.float32
+    names: tuple = ("pre_classifier", "classifier")
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    dropout_first: bool = False
+    group: str = ""  # when set, the two layers live under this name (head/<group>/<names>)
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
-        head = RobertaClassificationHead(self.arch, self.num_labels, self.dtype, name="classifier")
-        return head(out.last_hidden_state, deterministic)
+        if self.group:
+            inner = FirstTokenClassifier(self.arch, self.num_labels, self.dtype, self.names, self.activation,
+                                         self.dropout_rate, self.dropout_first, name=self.group)
+            return inner(out, attention_mask, deterministic)
+        std, drop = self.arch.initializer_range, nn.Dropout(self.dropout_rate)
+        h = out.last_hidden_state[:, 0]
+        if self.dropout_first:
+            h = drop(h, deterministic=deterministic)
+        h = dense(self.arch.hidden_size, std, self.dtype, self.names[0], axes=("embed", None))(h)
+        h = drop(activation_fn(self.activation)(h), deterministic=deterministic)
+        return dense(self.num_labels, std, self.dtype, self.names[1], axes=("embed", None))(h)
 
 
-class DistilBertSequenceClassifier(nn.Module):
-    """DistilBertForSequenceClassification: ``pre_classifier`` -> ReLU -> dropout -> ``classifier`` on [CLS]."""
-
-    arch: Any
-    num_labels: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
-        h = _classifier(self.arch.hidden_size, self.arch, self.dtype, "pre_classifier")(out.last_hidden_state[:, 0])
-        h = nn.Dropout(self.arch.sequence_classifier_dropout)(jax.nn.relu(h), deterministic=deterministic)
-        return _classifier(self.num_labels, self.arch, self.dtype, "classifier")(h)
-
-
-class CausalLMHead(nn.Module):
+class LMHead(nn.Module):
     """An untied ``lm_head`` (no bias), as LlamaForCausalLM with ``tie_word_embeddings=False``."""
 
     arch: Any
@@ -146,8 +124,8 @@ class CausalLMHead(nn.Module):
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
-        return _classifier(self.arch.vocab_size, self.arch, self.dtype, "lm_head", use_bias=False,
-                           axes=("embed", "vocab"))(out.last_hidden_state)
+        return dense(self.arch.vocab_size, self.arch.initializer_range, self.dtype, "lm_head", False,
+                     ("embed", "vocab"))(out.last_hidden_state)
 
 
 class TaskModel(nn.Module):
@@ -169,32 +147,9 @@ class TaskModel(nn.Module):
     spec: ModelSpec
 
     def setup(self):
-        spec = self.spec
-        dtype = spec.compute_dtype
-        kind = spec.backbone_kind
-        run = dict(remat=spec.remat, attention_impl=spec.attention_impl)  # how it runs, not what it computes
-        if kind == "gpt2":
-            self.backbone = GPT2Backbone(spec.arch, dtype, scan_layers=spec.scan_layers, **run)
-        elif kind == "llama":
-            self.backbone = LlamaBackbone(spec.arch, dtype, scan_layers=spec.scan_layers, **run)
-        else:
-            self.backbone = BertBackbone(spec.arch, add_pooler=spec.uses_pooler, dtype=dtype, **run)
-        if spec.task == "causal_lm":
-            self.head = None if spec.tied_lm_head else CausalLMHead(spec.arch, dtype)
-        elif spec.task == "token_classification":
-            if kind == "llama":  # GenericForTokenClassification names it `score`
-                self.head = TokenClassifier(spec.arch, spec.num_labels, dtype, "score",
-                                            spec.arch.token_classification_bias)
-            else:
-                self.head = TokenClassifier(spec.arch, spec.num_labels, dtype)
-        elif spec.is_decoder:
-            self.head = LastTokenClassifier(spec.arch, spec.num_labels, dtype)
-        elif spec.family == "roberta":
-            self.head = RobertaSequenceClassifier(spec.arch, spec.num_labels, dtype)
-        elif spec.family == "distilbert":
-            self.head = DistilBertSequenceClassifier(spec.arch, spec.num_labels, dtype)
-        else:
-            self.head = PooledClassifier(spec.arch, spec.num_labels, dtype)
+        family = get_family(self.spec.family)
+        self.backbone = family.build_backbone(self.spec)
+        self.head = family.build_head(self.spec)  # None: logits through the tied token embedding
 
     def encode(
         self,
@@ -275,3 +230,14 @@ class TaskModel(nn.Module):
 def build_model(spec: ModelSpec) -> TaskModel:
     """The Flax module for a spec (no parameters; see :func:`mgpt.models.load_pretrained`)."""
     return TaskModel(spec)
+
+
+def decoder_head(spec: ModelSpec, token_layer: str = "classifier", token_bias: bool = True) -> Optional[nn.Module]:
+    """The head a decoder family builds for ``spec.task``: the tied LM head (None) or an untied ``lm_head``,
+    a token classifier named ``token_layer``, or ``score`` on the last real token."""
+    dtype = spec.compute_dtype
+    if spec.task == "causal_lm":
+        return None if spec.tied_lm_head else LMHead(spec.arch, dtype)
+    if spec.task == "token_classification":
+        return TokenClassifier(spec.arch, spec.num_labels, dtype, token_layer, token_bias)
+    return LastTokenClassifier(spec.arch, spec.num_labels, dtype)

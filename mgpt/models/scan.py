@@ -7,19 +7,20 @@
   stacked on a leading "layers" axis: one layer is compiled instead of ``L``.
 
 Layouts: unscanned params name layers ``h_0 .. h_{L-1}`` (GPT-2) / ``layers_0 ..`` (Llama family) as the
-Hugging Face names map onto; scanned params hold one tree ``h`` / ``layers`` whose leaves have a leading
-``L`` axis. :func:`to_scanned` / :func:`to_unscanned` convert between them, so checkpoints load and export
+Hugging Face names map onto; scanned params hold one tree ``h`` / ``layers`` (the family's ``scan_stack``)
+whose leaves have a leading ``L`` axis. :func:`to_scanned` / :func:`to_unscanned` convert between them, so checkpoints load and export
 either way.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mgpt.models.family import all_families, get_family
 from mgpt.models.partitioning import LAYERS, constrain_hidden
 
 REMAT_POLICIES: dict[str, Optional[Callable]] = {
@@ -28,8 +29,26 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
     "dots": jax.checkpoint_policies.dots_saveable,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-# backbone kind -> (name of the scanned layer stack, arch field with the layer count)
-SCANNED_LAYERS = {"gpt2": ("h", "n_layer"), "llama": ("layers", "num_layers")}
+
+
+class _ScannedLayers(Mapping):
+    """family name -> (name of its scanned layer stack, arch field with the layer count), for the families
+    that scan; read from the registry (``Family.scan_stack``)."""
+
+    def __getitem__(self, family: str) -> tuple[str, str]:
+        stack = get_family(family).scan_stack
+        if stack is None:
+            raise KeyError(family)
+        return stack, "num_layers"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(f.name for f in all_families() if f.scan_stack is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+SCANNED_LAYERS: Mapping[str, tuple[str, str]] = _ScannedLayers()
 
 
 def check_remat(remat: str) -> None:
@@ -83,13 +102,13 @@ def unstack_per_layer(stacked: Optional[Any], length: int) -> Optional[tuple]:
     return tuple(jax.tree_util.tree_map(lambda x, i=i: x[i], stacked) for i in range(length))
 
 
-def _layer_names(spec) -> tuple[str, int]:
-    kind = spec.backbone_kind
-    if kind not in SCANNED_LAYERS:
+def layer_stack(spec) -> tuple[str, int]:
+    """``(name of the scanned layer stack, number of layers)`` of ``spec``'s family; ValueError if it has none."""
+    stack = get_family(spec.family).scan_stack
+    if stack is None:
         raise ValueError(f"scan_layers: the {spec.family} family has no scanned layout "
-                         f"(supported backbones: {sorted(SCANNED_LAYERS)})")
-    name, count_field = SCANNED_LAYERS[kind]
-    return name, getattr(spec.arch, count_field)
+                         f"(families that scan: {sorted(SCANNED_LAYERS)})")
+    return stack, spec.arch.num_layers
 
 
 def stack(tree: dict, name: str, count: int) -> dict:
@@ -116,13 +135,13 @@ def unstack(tree: dict, name: str, count: int) -> dict:
 
 def to_scanned(params: dict, spec) -> dict:
     """Task-model params with per-layer backbone entries -> the scanned layout of ``spec``'s family."""
-    name, count = _layer_names(spec)
+    name, count = layer_stack(spec)
     return dict(params, backbone=stack(dict(params["backbone"]), name, count))
 
 
 def to_unscanned(params: dict, spec) -> dict:
     """Scanned task-model params -> per-layer entries (the layout Hugging Face names map onto)."""
-    name, count = _layer_names(spec)
+    name, count = layer_stack(spec)
     return dict(params, backbone=unstack(dict(params["backbone"]), name, count))
 
 
@@ -171,7 +190,7 @@ def unstack_shardings(shardings: Any, spec) -> Any:
 
     if not isinstance(shardings, dict):
         return shardings
-    name, count = _layer_names(spec)
+    name, count = layer_stack(spec)
 
     def drop_layer_axis(s):
         if isinstance(s, NamedSharding):

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mgpt.config import ConfigError
-from mgpt.models.gpt2 import activation_fn
+from mgpt.models.layers import activation_fn
 from mgpt.peft import targets
 
 PLACEMENTS = {"houlsby": ("attention", "ffn"), "pfeiffer": ("ffn",)}

@@ -18,18 +18,15 @@ import jax
 import jax.numpy as jnp
 
 from mgpt.config import ConfigError
+from mgpt.models.family import get_family
 
-# Where each backbone keeps its token embedding table.
-EMBEDDING_PATHS = {
-    "gpt2": ("backbone", "wte", "embedding"),
-    "bert": ("backbone", "embeddings", "word_embeddings", "embedding"),
-    "llama": ("backbone", "embed_tokens", "embedding"),
-}
 
 
 def embedding_table(base: Any, backbone_kind: str) -> jax.Array:
+    """The token embedding table in ``base`` params, at the family's ``embedding_path`` (``backbone_kind``
+    is the family name, ``spec.backbone_kind``)."""
     tree = base
-    for part in EMBEDDING_PATHS[backbone_kind]:
+    for part in get_family(backbone_kind).embedding_path:
         tree = tree[part]
     return tree
 
@@ -85,15 +82,9 @@ def trim_positions(output, count: int, spec, return_hidden_states: bool):
 
 
 def layer_geometry(spec) -> tuple[int, int, int]:
-    """``(layers, key/value heads, head_dim)`` of the backbone, for prefix key/value shapes."""
-    arch, kind = spec.arch, spec.backbone_kind
-    if kind == "gpt2":
-        return arch.n_layer, arch.n_head, arch.n_embd // arch.n_head
-    if kind == "bert":
-        return arch.num_layers, arch.num_heads, arch.hidden_size // arch.num_heads
-    if kind == "llama":
-        return arch.num_layers, arch.num_kv_heads, arch.head_dim
-    raise ConfigError(f"peft.method=prefix: family {spec.family!r} takes no prefix_key_values")
+    """``(layers, key/value heads, head_dim)`` of the backbone, for prefix key/value shapes (the family's
+    ``kv_geometry``)."""
+    return get_family(spec.family).kv_geometry(spec.arch)
 
 
 def init_prefix(rng: jax.Array, spec, count: int, std: float) -> dict:

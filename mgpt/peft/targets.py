@@ -9,36 +9,43 @@ Modules are named by their '/'-joined path in the task model's param tree, e.g.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 from flax import traverse_util
 
 from mgpt.config import ConfigError
+from mgpt.models.family import all_families, get_family
 
-# Default LoRA/DoRA targets: the attention query/key/value projections.
-LORA_DEFAULTS = {
-    "gpt2": r"attn/c_attn$",
-    "bert": r"attention/self/(query|key|value)$",
-    "llama": r"self_attn/(q_proj|k_proj|v_proj)$",
-}
-# IA3 (Liu et al. 2022): keys, values and the FFN's output projection; the last is scaled on its input
-# (the FFN activation), the others on their output. GPT-2 fuses q/k/v in c_attn, so all three are scaled.
-IA3_DEFAULTS = {
-    "gpt2": r"(attn/c_attn|mlp/c_proj)$",
-    "bert": r"(attention/self/(key|value)|layer_\d+/output/dense)$",
-    "llama": r"(self_attn/(k_proj|v_proj)|mlp/down_proj)$",
-}
-IA3_FEEDFORWARD_DEFAULTS = {
-    "gpt2": r"mlp/c_proj$",
-    "bert": r"layer_\d+/output/dense$",
-    "llama": r"mlp/down_proj$",
-}
-# Bottleneck adapter sites: the output projection of attention and of the FFN, before the residual add.
-ADAPTER_SITES = {
-    "gpt2": {"attention": r"attn/c_proj$", "ffn": r"mlp/c_proj$"},
-    "bert": {"attention": r"attention/output/dense$", "ffn": r"layer_\d+/output/dense$"},
-    "llama": {"attention": r"self_attn/o_proj$", "ffn": r"mlp/down_proj$"},
-}
+
+class _FamilyDefaults(Mapping):
+    """family name -> its default regex for one PEFT role (``Family.peft_targets[key]``), from the registry."""
+
+    def __init__(self, *keys: str):
+        self.roles = keys
+
+    def __getitem__(self, family: str):
+        try:
+            targets = get_family(family).peft_targets
+        except ValueError:
+            raise KeyError(family) from None
+        if len(self.roles) == 1:
+            return targets[self.roles[0]]
+        return {key.split("_", 1)[1]: targets[key] for key in self.roles}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(f.name for f in all_families())
+
+    def __len__(self) -> int:
+        return len(all_families())
+
+
+# Default LoRA/DoRA targets (the attention projections), IA3's scaled modules (Liu et al. 2022: keys,
+# values and the FFN's output projection, the last scaled on its input) and the bottleneck adapter sites
+# (attention and FFN output projections, before the residual add): declared by each family.
+LORA_DEFAULTS = _FamilyDefaults("lora")
+IA3_DEFAULTS = _FamilyDefaults("ia3")
+IA3_FEEDFORWARD_DEFAULTS = _FamilyDefaults("ia3_feedforward")
+ADAPTER_SITES = _FamilyDefaults("adapter_attention", "adapter_ffn")  # family -> {"attention": .., "ffn": ..}
 
 
 def dense_modules(base_params: Any) -> dict[str, tuple[int, int]]:
@@ -66,9 +73,10 @@ def match(base_params: Any, pattern: str, what: str, allow_empty: bool = False) 
     return found
 
 
-def default_pattern(table: dict[str, str], backbone_kind: str, what: str) -> str:
+def default_pattern(table: Mapping[str, str], backbone_kind: str, what: str) -> str:
+    """The family's default for ``what`` from one of the tables above (``backbone_kind``: the family name)."""
     if backbone_kind not in table:
-        raise ConfigError(f"{what}: no default for backbone {backbone_kind!r}; set it explicitly")
+        raise ConfigError(f"{what}: no default for family {backbone_kind!r}; set it explicitly")
     return table[backbone_kind]
 
 

@@ -1,9 +1,9 @@
-"""BERT encoder backbone in Flax Linen, laid out like Hugging Face's ``BertModel`` (covers MiniLM checkpoints).
+"""BERT encoder in Flax Linen, laid out like Hugging Face's ``BertModel`` (covers MiniLM checkpoints).
 
-RoBERTa and DistilBERT run on the same layers (:meth:`BertArch.from_roberta`, :meth:`BertArch.from_distilbert`):
-RoBERTa differs only in its position ids (from ``padding_idx + 1``, skipping padding), DistilBERT has no token
-types and no dropout after the attention output projection. Their checkpoints map onto this layout by name
-(see :mod:`mgpt.models.mappings`).
+RoBERTa and DistilBERT run on these layers (:mod:`mgpt.models.families.roberta`,
+:mod:`mgpt.models.families.distilbert` declare their own arch reader, names and heads through
+:func:`encoder_family`): RoBERTa differs only in its position ids (from ``padding_idx + 1``, skipping padding),
+DistilBERT has no token types and no dropout after the attention output projection.
 
 Param tree (under the task model's ``"backbone"``)::
 
@@ -21,126 +21,68 @@ Kernels are ``(in, out)``: the transpose of PyTorch ``nn.Linear`` weights.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mgpt.models import scan as scan_lib
 from mgpt.models.attention import attention
-from mgpt.models.gpt2 import BackboneOutput, activation_fn
-from mgpt.models.partitioning import EMBEDDING, constrain_hidden, dense_inits, named, norm_inits
+from mgpt.models.family import Arch, Family, register
+from mgpt.models.heads import PooledClassifier, TokenClassifier
+from mgpt.models.layers import BackboneOutput, activation_fn, dense, dropout_rates, layer_norm
+from mgpt.models.mappings import Entry, add_rows
+from mgpt.models.partitioning import EMBEDDING, constrain_hidden, named
 
 
-@dataclasses.dataclass(frozen=True)
-class BertArch:
-    """The BERT hyperparameters mgpt uses, read from a transformers ``BertConfig`` (hashable, static)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BertArch(Arch):
+    """:class:`Arch` plus what BERT, RoBERTa and DistilBERT differ in (``num_kv_heads == num_heads``)."""
 
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    activation: str
-    layer_norm_eps: float
-    max_position_embeddings: int
     type_vocab_size: int
-    hidden_dropout: float
-    attention_dropout: float
-    classifier_dropout: float
-    initializer_range: float
     position_padding_idx: Optional[int] = None  # RoBERTa: positions count from padding_idx + 1
     sequence_classifier_dropout: Optional[float] = None  # DistilBERT's seq_classif_dropout
     attention_output_dropout: bool = True  # DistilBERT has none after out_lin
 
-    @classmethod
-    def from_hf(cls, config, dropout: Optional[float] = None) -> "BertArch":
-        """Read a ``BertConfig``; ``dropout`` overrides every dropout rate when given."""
-        if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-            raise ValueError("BERT as a decoder (is_decoder/add_cross_attention) is not supported by mgpt")
-        kind = getattr(config, "position_embedding_type", "absolute") or "absolute"
-        if kind != "absolute":
-            raise ValueError(f"BERT position_embedding_type={kind!r} is not supported; only 'absolute'")
-        if config.hidden_size % config.num_attention_heads:
-            raise ValueError(
-                f"BERT config: hidden_size={config.hidden_size} is not divisible by "
-                f"num_attention_heads={config.num_attention_heads}"
-            )
-        activation_fn(config.hidden_act)
-        classifier_dropout = getattr(config, "classifier_dropout", None)
-        if classifier_dropout is None:  # as BertFor*Classification
-            classifier_dropout = config.hidden_dropout_prob
-        rates = dict(
-            hidden_dropout=config.hidden_dropout_prob,
-            attention_dropout=config.attention_probs_dropout_prob,
-            classifier_dropout=classifier_dropout,
+
+def encoder_arch(*, hidden_size: int, num_heads: int, rates: dict, dropout: Optional[float], **fields) -> BertArch:
+    """A :class:`BertArch` with the derived head fields and the dropout override applied."""
+    activation_fn(fields["activation"])  # fail early on an unknown name
+    return BertArch(hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_heads,
+                    head_dim=hidden_size // num_heads, **fields, **dropout_rates(rates, dropout))
+
+
+def read_arch(config, dropout: Optional[float] = None) -> BertArch:
+    """Read a ``BertConfig``; ``dropout`` overrides every dropout rate when given."""
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        raise ValueError("BERT as a decoder (is_decoder/add_cross_attention) is not supported by mgpt")
+    kind = getattr(config, "position_embedding_type", "absolute") or "absolute"
+    if kind != "absolute":
+        raise ValueError(f"BERT position_embedding_type={kind!r} is not supported; only 'absolute'")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"BERT config: hidden_size={config.hidden_size} is not divisible by "
+            f"num_attention_heads={config.num_attention_heads}"
         )
-        if dropout is not None:
-            rates = {name: float(dropout) for name in rates}
-        return cls(
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_hidden_layers,
-            num_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            activation=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            max_position_embeddings=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size,
-            initializer_range=config.initializer_range,
-            **{k: float(v) for k, v in rates.items()},
-        )
-
-    @classmethod
-    def from_roberta(cls, config, dropout: Optional[float] = None) -> "BertArch":
-        """Read a ``RobertaConfig`` (BERT's fields, plus position ids offset by ``pad_token_id``)."""
-        if config.pad_token_id is None:
-            raise ValueError("RoBERTa config: pad_token_id is needed to build position ids")
-        return dataclasses.replace(cls.from_hf(config, dropout), position_padding_idx=int(config.pad_token_id))
-
-    @classmethod
-    def from_distilbert(cls, config, dropout: Optional[float] = None) -> "BertArch":
-        """Read a ``DistilBertConfig``; sinusoidal position embeddings (frozen in PyTorch) are refused."""
-        if getattr(config, "sinusoidal_pos_embds", False):
-            raise ValueError(
-                "DistilBERT config: sinusoidal_pos_embds=True is not supported by mgpt (the table is frozen in "
-                "PyTorch and would be trained here); use a checkpoint with learned position embeddings"
-            )
-        if config.dim % config.n_heads:
-            raise ValueError(f"DistilBERT config: dim={config.dim} is not divisible by n_heads={config.n_heads}")
-        activation_fn(config.activation)
-        rates = dict(hidden_dropout=config.dropout, attention_dropout=config.attention_dropout,
-                     classifier_dropout=config.dropout, sequence_classifier_dropout=config.seq_classif_dropout)
-        if dropout is not None:
-            rates = {name: float(dropout) for name in rates}
-        return cls(
-            vocab_size=config.vocab_size,
-            hidden_size=config.dim,
-            num_layers=config.n_layers,
-            num_heads=config.n_heads,
-            intermediate_size=config.hidden_dim,
-            activation=config.activation,
-            layer_norm_eps=1e-12,  # hard-coded in DistilBERT
-            max_position_embeddings=config.max_position_embeddings,
-            type_vocab_size=0,
-            initializer_range=config.initializer_range,
-            attention_output_dropout=False,
-            **{k: float(v) for k, v in rates.items()},
-        )
-
-
-def _dense(features: int, arch: BertArch, dtype, name: str, axes: tuple = (None, None)) -> nn.Dense:
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-        **dense_inits(arch.initializer_range, axes),  # logical axis names for the sharding rules
+    classifier = getattr(config, "classifier_dropout", None)
+    if classifier is None:  # as BertFor*Classification
+        classifier = config.hidden_dropout_prob
+    rates = dict(hidden_dropout=config.hidden_dropout_prob, attention_dropout=config.attention_probs_dropout_prob,
+                 classifier_dropout=classifier)
+    return encoder_arch(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        activation=config.hidden_act,
+        norm_eps=config.layer_norm_eps,
+        max_positions=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        initializer_range=config.initializer_range,
+        rates=rates,
+        dropout=dropout,
     )
-
-
-def _layer_norm(arch: BertArch, dtype, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=arch.layer_norm_eps, dtype=dtype, name=name, **norm_inits())
 
 
 class BertEmbeddings(nn.Module):
@@ -163,8 +105,8 @@ class BertEmbeddings(nn.Module):
         x = inputs_embeds.astype(self.dtype)
         if arch.type_vocab_size:  # DistilBERT has no token types
             x = x + embed(arch.type_vocab_size, "token_type_embeddings")(token_type_ids)
-        x = x + embed(arch.max_position_embeddings, "position_embeddings")(position_ids)
-        x = _layer_norm(arch, self.dtype, "LayerNorm")(x)
+        x = x + embed(arch.max_positions, "position_embeddings")(position_ids)
+        x = layer_norm(arch.norm_eps, self.dtype, "LayerNorm")(x)
         return nn.Dropout(arch.hidden_dropout)(x, deterministic=deterministic)
 
 
@@ -180,8 +122,8 @@ class BertSelfAttention(nn.Module):
         head_dim = width // arch.num_heads
 
         def project(name):
-            dense = _dense(width, arch, self.dtype, name, ("embed", "heads"))
-            return dense(x).reshape(batch, length, arch.num_heads, head_dim)
+            layer = dense(width, arch.initializer_range, self.dtype, name, axes=("embed", "heads"))
+            return layer(x).reshape(batch, length, arch.num_heads, head_dim)
 
         q, k, v = project("query"), project("key"), project("value")
         use_dropout = not deterministic and arch.attention_dropout > 0
@@ -212,10 +154,10 @@ class BertAddNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x, residual, deterministic: bool):
-        h = _dense(self.arch.hidden_size, self.arch, self.dtype, "dense", (self.in_axis, "embed"))(x)
+        h = dense(self.arch.hidden_size, self.arch.initializer_range, self.dtype, "dense", axes=(self.in_axis, "embed"))(x)
         if self.dropout:
             h = nn.Dropout(self.arch.hidden_dropout)(h, deterministic=deterministic)
-        return _layer_norm(self.arch, self.dtype, "LayerNorm")(h + residual)
+        return layer_norm(self.arch.norm_eps, self.dtype, "LayerNorm")(h + residual)
 
 
 class BertAttention(nn.Module):
@@ -237,7 +179,7 @@ class BertIntermediate(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = _dense(self.arch.intermediate_size, self.arch, self.dtype, "dense", ("embed", "mlp"))(x)
+        h = dense(self.arch.intermediate_size, self.arch.initializer_range, self.dtype, "dense", axes=("embed", "mlp"))(x)
         return activation_fn(self.arch.activation)(h)
 
 
@@ -279,7 +221,7 @@ class BertPooler(nn.Module):
 
     @nn.compact
     def __call__(self, hidden):
-        return jnp.tanh(_dense(self.arch.hidden_size, self.arch, self.dtype, "dense", ("embed", None))(hidden[:, 0]))
+        return jnp.tanh(dense(self.arch.hidden_size, self.arch.initializer_range, self.dtype, "dense", axes=("embed", None))(hidden[:, 0]))
 
 
 def encoder_positions(input_ids, length: int, padding_idx: Optional[int]):
@@ -327,10 +269,10 @@ class BertBackbone(nn.Module):
         batch, length = (input_ids.shape if input_ids is not None else inputs_embeds.shape[:2])
         if position_ids is None:
             offset = 0 if arch.position_padding_idx is None else arch.position_padding_idx + 1
-            if length + offset > arch.max_position_embeddings:
+            if length + offset > arch.max_positions:
                 raise ValueError(
                     f"BERT: sequence length {length} (+ position offset {offset}) exceeds "
-                    f"max_position_embeddings={arch.max_position_embeddings}"
+                    f"max_position_embeddings={arch.max_positions}"
                 )
             position_ids = encoder_positions(input_ids, length, arch.position_padding_idx)
         if token_type_ids is None:
@@ -346,3 +288,96 @@ class BertBackbone(nn.Module):
         )
         pooled = BertPooler(arch, self.dtype, name="pooler")(x) if self.add_pooler else None
         return BackboneOutput(x, all_hidden, pooled)
+
+
+# BERT-layout destinations of one encoder layer, with BERT's (and RoBERTa's) HF module names.
+ENCODER_LAYER = (
+    (("attention", "self", "query"), "attention.self.query", "linear"),
+    (("attention", "self", "key"), "attention.self.key", "linear"),
+    (("attention", "self", "value"), "attention.self.value", "linear"),
+    (("attention", "output", "dense"), "attention.output.dense", "linear"),
+    (("attention", "output", "LayerNorm"), "attention.output.LayerNorm", "layernorm"),
+    (("intermediate", "dense"), "intermediate.dense", "linear"),
+    (("output", "dense"), "output.dense", "linear"),
+    (("output", "LayerNorm"), "output.LayerNorm", "layernorm"),
+)
+
+
+def encoder_table(spec, layer_prefix: str = "encoder.layer", layer_names=ENCODER_LAYER,
+                  sequence_head: tuple = ("classifier",)) -> dict[str, Entry]:
+    """The table of an encoder on BERT's layout: ``layer_prefix.{i}.<name>`` for each ``layer_names`` row,
+    the pooler when the task uses it, and the head (``sequence_head``: the HF module names of the sequence
+    head, dotted names nest under ``head``; token classification is always ``classifier``)."""
+    t: dict[str, Entry] = {}
+    e = ("backbone", "embeddings")
+    add_rows(t, "embeddings.word_embeddings", e + ("word_embeddings",), "embedding")
+    add_rows(t, "embeddings.position_embeddings", e + ("position_embeddings",), "embedding")
+    if spec.arch.type_vocab_size:
+        add_rows(t, "embeddings.token_type_embeddings", e + ("token_type_embeddings",), "embedding")
+    add_rows(t, "embeddings.LayerNorm", e + ("LayerNorm",), "layernorm")
+    for i in range(spec.arch.num_layers):
+        for path, name, kind in layer_names:
+            add_rows(t, f"{layer_prefix}.{i}.{name}", ("backbone", "encoder", f"layer_{i}") + path, kind)
+    if spec.uses_pooler:
+        add_rows(t, "pooler.dense", ("backbone", "pooler", "dense"), "linear", role="optional")
+    head = ("classifier",) if spec.task == "token_classification" else sequence_head
+    for name in head:
+        add_rows(t, name, ("head",) + tuple(name.split(".")), "linear", role="head")
+    return t
+
+
+def build_backbone(spec) -> BertBackbone:
+    return BertBackbone(spec.arch, spec.uses_pooler, spec.compute_dtype, spec.remat, spec.attention_impl)
+
+
+def build_head(spec) -> nn.Module:
+    if spec.task == "token_classification":
+        return TokenClassifier(spec.arch, spec.num_labels, spec.compute_dtype)
+    return PooledClassifier(spec.arch, spec.num_labels, spec.compute_dtype)
+
+
+OTHER_HEAD = "head of another task"
+ENCODER_TARGETS = {
+    "lora": r"attention/self/(query|key|value)$",
+    "ia3": r"(attention/self/(key|value)|layer_\d+/output/dense)$",
+    "ia3_feedforward": r"layer_\d+/output/dense$",
+    "adapter_attention": r"attention/output/dense$",
+    "adapter_ffn": r"layer_\d+/output/dense$",
+}
+
+
+def encoder_family(name: str, read: Callable, class_prefix: str, table: Callable, head: Callable,
+                   ignored: tuple, **changes) -> Family:
+    """The :class:`Family` of an encoder on these layers (``changes`` replace further Family fields)."""
+    sequence = class_prefix + "ForSequenceClassification"
+    return Family(
+        name=name,
+        is_decoder=False,
+        read_arch=read,
+        tensor_table=table,
+        base_prefix=name + ".",
+        build_backbone=build_backbone,
+        build_head=head,
+        architectures={"sequence_classification": sequence, "regression": sequence,
+                       "token_classification": class_prefix + "ForTokenClassification"},
+        peft_targets=ENCODER_TARGETS,
+        embedding_path=("backbone", "embeddings", "word_embeddings", "embedding"),
+        ignored=ignored,
+        **changes,
+    )
+
+
+FAMILY = register(encoder_family(
+    "bert", read_arch, "Bert", encoder_table, build_head,
+    ignored=(
+        (r"embeddings\.(position_ids|token_type_ids)", "index buffer"),
+        (r"cls\..*", "pretraining (MLM/NSP) head"),
+        (r"pooler\.dense\.(weight|bias)", "pooler not used by this task"),
+        (r"classifier\.(weight|bias)", OTHER_HEAD),
+        (r"qa_outputs\.(weight|bias)", OTHER_HEAD),
+    ),
+    # BertForSequenceClassification pools [CLS] through the pretrained pooler
+    pooler_tasks=("sequence_classification", "regression"),
+    bench_sizes={"bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                   intermediate_size=3072, vocab_size=30522, max_position_embeddings=512)},
+))

@@ -1,0 +1,12 @@
+"""One module per model family; importing this package registers every family (see mgpt.models.family)."""
+
+from mgpt.models.families import (  # noqa: F401 -- imported for their register() calls
+    bert,
+    distilbert,
+    gemma,
+    gpt2,
+    llama,
+    mistral,
+    qwen2,
+    roberta,
+)

@@ -1,0 +1,158 @@
+"""Dense layers, norms, activations, MLPs, the backbone output, the KV-cache step and config helpers."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mgpt.models.attention import update_kv_cache
+from mgpt.models.partitioning import NORM, dense_inits, named, norm_inits
+
+# Activation names used by transformers configs. "gelu" is the exact erf form; the *_new/_fast/_tanh
+# variants are the tanh approximation.
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+}
+
+
+def activation_fn(name: str) -> Callable:
+    """The activation for a transformers ``hidden_act``/``activation_function`` name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class BackboneOutput(NamedTuple):
+    """What every backbone returns.
+
+    ``hidden_states`` follows transformers' ``output_hidden_states``: the embedding output, then each layer's
+    output (for decoders the last entry is after the final norm); None unless requested. ``pooled`` is the
+    encoder pooler output, or None. ``cache``: the updated per-layer :class:`KVCache` tuple when the decoder
+    was called with a cache, else None.
+    """
+
+    last_hidden_state: jax.Array
+    hidden_states: Optional[tuple]
+    pooled: Optional[jax.Array] = None
+    cache: Optional[tuple] = None
+
+
+# --- config helpers -------------------------------------------------------------------------------------
+
+
+def classifier_dropout(config, default: float = 0.1) -> float:
+    """The head dropout transformers uses: ``classifier_dropout``, else ``hidden_dropout``, else ``default``
+    (the fallback chain of GPT2ForTokenClassification and GenericForTokenClassification)."""
+    for name in ("classifier_dropout", "hidden_dropout"):
+        value = getattr(config, name, None)
+        if value is not None:
+            return float(value)
+    return float(default)
+
+
+def dropout_rates(rates: dict, dropout: Optional[float]) -> dict:
+    """``rates`` as floats, every one replaced by ``dropout`` when it is given (``ModelConfig.dropout``)."""
+    return {name: float(rate if dropout is None else dropout) for name, rate in rates.items()}
+
+
+# --- dense, norms ---------------------------------------------------------------------------------------
+
+
+def dense(features: int, init_std: float, dtype, name: Optional[str] = None, use_bias: bool = True,
+          axes: tuple = (None, None)) -> nn.Dense:
+    """An ``nn.Dense`` with float32 master weights, normal(``init_std``) kernel ``(in, out)`` named by the
+    logical ``axes`` (see :mod:`mgpt.models.partitioning`), zero bias, computing in ``dtype``."""
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
+                    **dense_inits(init_std, axes))
+
+
+def layer_norm(eps: float, dtype, name: Optional[str] = None) -> nn.LayerNorm:
+    """``nn.LayerNorm`` (scale and bias, both named ``("embed",)``)."""
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name, **norm_inits())
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x)`` in float32, then times ``scale`` (Llama) or ``1 + scale`` (Gemma, ``offset=True``)."""
+
+    eps: float
+    offset: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.offset else nn.initializers.ones
+        scale = self.param("scale", named(init, NORM), (x.shape[-1],), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        if self.offset:  # GemmaRMSNorm multiplies in float32, then casts
+            return (normed * (1.0 + scale.astype(jnp.float32))).astype(self.dtype)
+        return scale.astype(self.dtype) * normed.astype(self.dtype)  # LlamaRMSNorm casts, then multiplies
+
+
+# --- MLPs -----------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """``out(act(in(x)))`` with dropout on the output (GPT-2's ``c_fc``/``c_proj``)."""
+
+    hidden: int
+    inner: int
+    activation: str
+    init_std: float
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+    names: tuple = ("c_fc", "c_proj")
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        h = dense(self.inner, self.init_std, self.dtype, self.names[0], axes=("embed", "mlp"))(x)
+        h = dense(self.hidden, self.init_std, self.dtype, self.names[1], axes=("mlp", "embed"))(
+            activation_fn(self.activation)(h))
+        return nn.Dropout(self.dropout)(h, deterministic=deterministic)
+
+
+class GatedMLP(nn.Module):
+    """``down(act(gate(x)) * up(x))``: SwiGLU (silu) or GeGLU (gelu), as the Llama family."""
+
+    hidden: int
+    inner: int
+    activation: str
+    init_std: float
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        def proj(features, name, axes):
+            return dense(features, self.init_std, self.dtype, name, self.use_bias, axes)
+
+        gate = proj(self.inner, "gate_proj", ("embed", "mlp"))(x)
+        up = proj(self.inner, "up_proj", ("embed", "mlp"))(x)
+        return proj(self.hidden, "down_proj", ("mlp", "embed"))(activation_fn(self.activation)(gate) * up)
+
+
+# --- KV cache -------------------------------------------------------------------------------------------
+
+
+def cached_attention_inputs(cache, key, value, key_mask):
+    """One decoding step's cache write: ``(cache, key, value, key_mask, q_positions)`` to attend with.
+
+    ``key``/``value`` ``(B, T, H, D)`` are written at the cache index; the returned keys/values are the
+    whole cache, ``key_mask`` marks the filled slots (ANDed with the batch's own mask when given) and
+    ``q_positions`` are the new queries' positions (see :func:`mgpt.models.attention.update_kv_cache`).
+    """
+    cache, filled, q_positions = update_kv_cache(cache, key, value)
+    key_mask = filled if key_mask is None else jnp.logical_and(filled, key_mask.astype(bool))
+    return cache, cache.key, cache.value, key_mask, q_positions
