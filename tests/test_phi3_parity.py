@@ -65,15 +65,17 @@ def test_fused_projections_stay_fused(tmp_path):
     assert layer["mlp"]["gate_up_proj"]["kernel"].shape == (48, 2 * 40)
     assert not any("bias" in module for module in (*layer["self_attn"].values(), *layer["mlp"].values()))
     assert "bias" in params["head"]["score"]  # GenericForTokenClassification
-    assert spec.arch.rotary_dim == 6 and spec.arch.num_kv_heads == 2
+    assert dict(spec.arch.rope_scaling)["partial_rotary_factor"] == 0.5 and spec.arch.num_kv_heads == 2
 
 
 def test_partial_rotary_and_sliding_window_are_exercised(tmp_path):
     """The parity cases would also pass if these had no effect at the test lengths; they do."""
     ids, mask = make_batch(padded=False)
-    for variant, field, plain in [("base", "rotary_dim", 12), ("sliding", "sliding_windows", (None, None))]:
+    for variant, field in [("base", "rope_scaling"), ("sliding", "sliding_windows")]:
         make_checkpoint(tmp_path / variant, FAMILY, "causal_lm", variant)
         model, params, spec, _ = load_pretrained(tmp_path / variant, task="causal_lm")
+        plain = {"rope_scaling": (("rope_type", "default"),), "sliding_windows": (None, None)}[field]
+        assert getattr(spec.arch, field) != plain
         other = build_model(dataclasses.replace(spec, arch=dataclasses.replace(spec.arch, **{field: plain})))
         assert np.abs(np.asarray(apply(model, params, ids, mask) - apply(other, params, ids, mask))).max() > 1e-3
 
@@ -98,7 +100,7 @@ def test_residual_dropout_matches_transformers_in_spread(tmp_path):
         with torch.no_grad():
             spreads[rate] = _spread(reference.train()(torch.tensor(np.asarray(batch), dtype=torch.long)).logits)
     model, params, spec, _ = load_pretrained(tmp_path / "0.3", task="causal_lm")
-    assert spec.arch.resid_dropout == 0.3 and spec.arch.attention_dropout == 0.0
+    assert spec.arch.hidden_dropout == 0.3 and spec.arch.attention_dropout == 0.0
     ours = _spread(model.apply({"params": params}, batch, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)}))
     assert abs(ours / spreads[0.3] - 1) < 0.1, (ours, spreads)
     assert abs(ours / spreads[0.15] - 1) > 0.3, (ours, spreads)

@@ -61,15 +61,19 @@ class LlamaArch(Arch):
     rope_scaling: tuple = ()  # sorted (key, value) pairs of the RoPE parameters besides rope_theta
     sliding_windows: tuple = ()  # per layer: window length or None
     token_classification_bias: bool = True
+    qk_norm: bool = False  # RMSNorm over head_dim on every query and key head, before RoPE (Qwen3)
+    fused_qkv: bool = False  # one qkv_proj: the queries, then the keys, then the values (Phi-3)
+    fused_gate_up: bool = False  # one gate_up_proj: the gate, then the up projection (Phi-3)
 
     @property
     def rope_type(self) -> str:
         return dict(self.rope_scaling).get("rope_type", "default")
 
 
-def read_arch(config, dropout: Optional[float] = None) -> LlamaArch:
+def read_arch(config, dropout: Optional[float] = None, partial_rotary: bool = False) -> LlamaArch:
     """Read a Llama-style transformers config (Llama's own bias flags, no sliding window); ``dropout``
-    overrides every rate. The reusing families adjust the result with ``dataclasses.replace``."""
+    overrides every rate. The reusing families adjust the result with ``dataclasses.replace``;
+    ``partial_rotary``: the family's RoPE honours ``partial_rotary_factor`` (see ``rope_parameters``)."""
     family = config.model_type
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -79,7 +83,7 @@ def read_arch(config, dropout: Optional[float] = None) -> LlamaArch:
     if getattr(config, "use_bidirectional_attention", False):
         raise ValueError(f"{family} config: use_bidirectional_attention=True is not supported (mgpt is causal)")
     activation_fn(config.hidden_act)  # fail early on an unknown name
-    theta, scaling = rope_parameters(config)
+    theta, scaling = rope_parameters(config, partial_rotary)
     rates = dropout_rates({"attention_dropout": getattr(config, "attention_dropout", 0.0) or 0.0,
                            "classifier_dropout": classifier_dropout(config)}, dropout)
     attention_bias = bool(getattr(config, "attention_bias", False))
@@ -124,9 +128,15 @@ class LlamaAttention(nn.Module):
             layer = dense(count * dim, arch.initializer_range, self.dtype, name, bias, ("embed", "heads"))
             return layer(x).reshape(batch, length, count, dim)
 
-        q = apply_rope(project("q_proj", heads, arch.qkv_bias), cos, sin)
-        k = apply_rope(project("k_proj", kv_heads, arch.qkv_bias), cos, sin)
-        v = project("v_proj", kv_heads, arch.qkv_bias)
+        if arch.fused_qkv:
+            q, k, v = jnp.split(project("qkv_proj", heads + 2 * kv_heads, arch.qkv_bias), [heads, heads + kv_heads], 2)
+        else:
+            q, k, v = (project(name, count, arch.qkv_bias)
+                       for name, count in (("q_proj", heads), ("k_proj", kv_heads), ("v_proj", kv_heads)))
+        if arch.qk_norm:
+            q = RMSNorm(arch.norm_eps, dtype=self.dtype, name="q_norm")(q)
+            k = RMSNorm(arch.norm_eps, dtype=self.dtype, name="k_norm")(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q_positions = None
         if cache is not None:  # decoding: the cache keeps kv heads (rotated keys)
             cache, k, v, key_mask, q_positions = cached_attention_inputs(cache, k, v, key_mask)
@@ -172,11 +182,12 @@ class LlamaDecoderLayer(nn.Module):
         )
         if cache is not None:  # with a cache the attention also returns the layer's updated cache
             attn, cache = attn
-        x = x + attn
+        drop = nn.Dropout(arch.hidden_dropout)  # on each branch before its residual add (Phi-3's resid_pdrop)
+        x = x + drop(attn, deterministic=deterministic)
         h = RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype, name="post_attention_layernorm")(x)
         mlp = GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
-                       arch.mlp_bias, self.dtype, name="mlp")
-        x = x + mlp(h)
+                       arch.mlp_bias, self.dtype, arch.fused_gate_up, name="mlp")
+        x = x + drop(mlp(h), deterministic=deterministic)
         return x if cache is None else (x, cache)
 
 
