@@ -1,4 +1,5 @@
-"""The parity checks every new decoder family passes, written once and called from each family's test file.
+"""The parity checks every new decoder family passes, written once: each family's test file subclasses
+:class:`DecoderFamilyParity` (collected there as ``Test<Family>Parity``) and adds its own tests.
 
 Each check builds a tiny random checkpoint (tests/family_checkpoints_new.py), runs PyTorch transformers as
 the reference and asserts mgpt's numbers against it: fp32 logits and hidden states within 1e-4 for every
@@ -12,9 +13,10 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from family_checkpoints import AUTO_CLASS, PAD, PER_TOKEN, TASK_CLASS, compare, make_batch, torch_logits
-from family_checkpoints_new import PREFIX, make_checkpoint
+from family_checkpoints_new import PREFIX, VARIANTS, make_checkpoint
 from test_export_roundtrip import fine_tune
 
 from mgpt import generate
@@ -22,6 +24,10 @@ from mgpt.models import load_pretrained, save_pretrained
 
 TOL = 1e-4
 TASKS = tuple(TASK_CLASS)
+VARIANT_NAMES = ("base", "tied", "sliding")
+assert all(tuple(v) == VARIANT_NAMES for v in VARIANTS.values()), "every family names the same variants"
+EXPORT_CASES = [("base", "causal_lm"), ("tied", "causal_lm"), ("base", "sequence_classification"),
+                ("sliding", "token_classification"), ("tied", "regression")]
 
 
 def apply(model, params, ids, mask, **kwargs):
@@ -131,3 +137,65 @@ def check_scan_equals_unscanned(family, variant, task, tmp_path):
     save_pretrained(tmp_path / "out", scanned, stacked, tokenizer)
     _, again, _, _ = load_pretrained(tmp_path / "out", task=task)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), again, params))
+
+
+def check_default_peft_targets(family, method, expected, tmp_path):
+    """The family's default PEFT targets are exactly ``expected`` (module names per layer), and the adapter
+    saved in the peft library's format loads onto transformers with the same causal-LM logits (1e-4)."""
+    import os
+
+    import peft as hf_peft
+    import transformers
+
+    from mgpt import peft
+    from mgpt.config import PeftConfig
+    from mgpt.peft import hf_format
+
+    make_checkpoint(tmp_path / "base", family, "causal_lm", num_hidden_layers=1)
+    model, params, spec, _ = load_pretrained(tmp_path / "base", task="causal_lm", dropout=0.0)
+    peft_model, p = peft.wrap(model, params, spec, PeftConfig(method=method, rank=2), jax.random.PRNGKey(0))
+    p["peft"] = jax.tree_util.tree_map(lambda x: x + 0.1, p["peft"])  # a visible update
+    ids, mask = make_batch()
+    ours = np.asarray(peft_model.apply({"params": p}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+    out = hf_format.save_adapter(tmp_path / "adapter", peft_model, p)
+    config = json.loads(open(os.path.join(out, "adapter_config.json")).read())
+    assert sorted(config["target_modules"]) == sorted(f"model.layers.0.{name}" for name in expected)
+    base = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "base", attn_implementation="eager")
+    loaded = hf_peft.PeftModel.from_pretrained(base, out).eval()
+    assert compare(ours, torch_logits(loaded, ids, mask).logits.numpy(), mask)[0] < TOL, (family, method)
+    plain = apply(model, params, ids, mask)
+    assert compare(ours, plain, mask)[0] > 1e-3  # the adapter changed the outputs
+
+
+class DecoderFamilyParity:
+    """The standard parity tests of a decoder family; a subclass sets the family and its cases."""
+
+    family: str
+    left_padding_variant = "base"
+    scan_cases: tuple = (("base", "causal_lm"),)  # (variant, task) pairs that scan
+    peft_defaults: dict = {}  # PEFT method -> the module names its default targets must be, per layer
+
+    @pytest.mark.parametrize("task", TASKS)
+    @pytest.mark.parametrize("variant", VARIANT_NAMES)
+    def test_logits_and_hidden_states_match_transformers(self, variant, task, tmp_path):
+        check_logits_and_hidden_states(self.family, variant, task, tmp_path)
+
+    @pytest.mark.parametrize("task", ["causal_lm", "sequence_classification"])
+    def test_left_padding_matches_transformers(self, task, tmp_path):
+        check_left_padding(self.family, self.left_padding_variant, task, tmp_path)
+
+    @pytest.mark.parametrize("variant,task", EXPORT_CASES)
+    def test_export_round_trip(self, variant, task, tmp_path):
+        check_export_round_trip(self.family, variant, task, tmp_path)
+
+    @pytest.mark.parametrize("variant", VARIANT_NAMES)
+    def test_cached_decoding_equals_a_full_forward_pass(self, variant, tmp_path):
+        check_cached_decoding(self.family, variant, tmp_path)
+
+    def test_scanned_layers_equal_unscanned(self, tmp_path):
+        for variant, task in self.scan_cases:
+            check_scan_equals_unscanned(self.family, variant, task, tmp_path / variant)
+
+    @pytest.mark.parametrize("method", ["lora", "ia3"])
+    def test_default_peft_targets_load_in_the_peft_library(self, method, tmp_path):
+        check_default_peft_targets(self.family, method, self.peft_defaults[method], tmp_path)

@@ -12,48 +12,20 @@ import pytest
 import torch
 import transformers
 from family_checkpoints import make_batch
-from family_checkpoints_new import VARIANTS, make_checkpoint
-from family_parity_checks import (
-    TASKS,
-    apply,
-    check_cached_decoding,
-    check_export_round_trip,
-    check_left_padding,
-    check_logits_and_hidden_states,
-    check_scan_equals_unscanned,
-)
+from family_checkpoints_new import make_checkpoint
+from family_parity_checks import DecoderFamilyParity, apply
 
 from mgpt.models import build_model, load_pretrained, make_spec
 
 FAMILY = "phi3"
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("variant", list(VARIANTS[FAMILY]))
-def test_logits_and_hidden_states_match_transformers(variant, task, tmp_path):
-    check_logits_and_hidden_states(FAMILY, variant, task, tmp_path)
-
-
-@pytest.mark.parametrize("task", ["causal_lm", "sequence_classification"])
-def test_left_padding_matches_transformers(task, tmp_path):
-    check_left_padding(FAMILY, "base", task, tmp_path)
-
-
-@pytest.mark.parametrize("variant,task", [("base", "causal_lm"), ("tied", "causal_lm"),
-                                          ("base", "sequence_classification"), ("sliding", "token_classification"),
-                                          ("tied", "regression")])
-def test_export_round_trip(variant, task, tmp_path):
-    check_export_round_trip(FAMILY, variant, task, tmp_path)
-
-
-@pytest.mark.parametrize("variant", list(VARIANTS[FAMILY]))
-def test_cached_decoding_equals_a_full_forward_pass(variant, tmp_path):
-    check_cached_decoding(FAMILY, variant, tmp_path)
-
-
-@pytest.mark.parametrize("variant", ["base", "sliding"])  # every layer has the same window: it scans
-def test_scanned_layers_equal_unscanned(variant, tmp_path):
-    check_scan_equals_unscanned(FAMILY, variant, "sequence_classification", tmp_path)
+class TestPhi3Parity(DecoderFamilyParity):
+    family = FAMILY
+    left_padding_variant = "base"
+    scan_cases = (("base", "sequence_classification"), ("sliding", "causal_lm"))  # one window for all layers
+    peft_defaults = {"lora": ["self_attn.qkv_proj"],  # the fused projection: queries, keys and values together
+                     "ia3": ["self_attn.qkv_proj", "mlp.down_proj"]}
 
 
 def test_fused_projections_stay_fused(tmp_path):
@@ -119,3 +91,9 @@ def test_unsupported_configs_fail_clearly():
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="not a multiple of num_key_value_heads=4"):
         make_spec(transformers.Phi3Config(num_attention_heads=6, num_key_value_heads=4, hidden_size=48), "causal_lm")
+
+    # The partial factor is honoured only where the family's RoPE does (Llama's rotates whole heads).
+    config = transformers.LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                       "partial_rotary_factor": 0.5})
+    with pytest.raises(ValueError, match="llama config: partial_rotary_factor != 1 is not supported"):
+        make_spec(config, "causal_lm")

@@ -8,47 +8,20 @@ import numpy as np
 import pytest
 import transformers
 from family_checkpoints import make_batch
-from family_checkpoints_new import VARIANTS, make_checkpoint
-from family_parity_checks import (
-    TASKS,
-    apply,
-    check_cached_decoding,
-    check_export_round_trip,
-    check_left_padding,
-    check_logits_and_hidden_states,
-    check_scan_equals_unscanned,
-)
+from family_checkpoints_new import make_checkpoint
+from family_parity_checks import DecoderFamilyParity, apply
 
 from mgpt.models import build_model, load_pretrained, make_spec
 
 FAMILY = "qwen3"
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("variant", list(VARIANTS[FAMILY]))
-def test_logits_and_hidden_states_match_transformers(variant, task, tmp_path):
-    check_logits_and_hidden_states(FAMILY, variant, task, tmp_path)
-
-
-@pytest.mark.parametrize("task", ["causal_lm", "sequence_classification"])
-def test_left_padding_matches_transformers(task, tmp_path):
-    check_left_padding(FAMILY, "sliding", task, tmp_path)
-
-
-@pytest.mark.parametrize("variant,task", [("base", "causal_lm"), ("tied", "causal_lm"),
-                                          ("base", "sequence_classification"), ("sliding", "token_classification"),
-                                          ("tied", "regression")])
-def test_export_round_trip(variant, task, tmp_path):
-    check_export_round_trip(FAMILY, variant, task, tmp_path)
-
-
-@pytest.mark.parametrize("variant", list(VARIANTS[FAMILY]))
-def test_cached_decoding_equals_a_full_forward_pass(variant, tmp_path):
-    check_cached_decoding(FAMILY, variant, tmp_path)
-
-
-def test_scanned_layers_equal_unscanned(tmp_path):
-    check_scan_equals_unscanned(FAMILY, "base", "causal_lm", tmp_path)
+class TestQwen3Parity(DecoderFamilyParity):
+    family = FAMILY
+    left_padding_variant = "sliding"
+    scan_cases = (("base", "causal_lm"),)
+    peft_defaults = {"lora": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],  # not the q/k norms
+                     "ia3": ["self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj"]}
 
 
 def test_param_tree_holds_the_per_head_norms(tmp_path):
@@ -93,3 +66,4 @@ def test_unsupported_configs_fail_clearly():
         make_spec(config, "causal_lm")
     with pytest.raises(ValueError, match="not a multiple of num_key_value_heads=4"):
         make_spec(transformers.Qwen3Config(num_attention_heads=6, num_key_value_heads=4), "causal_lm")
+

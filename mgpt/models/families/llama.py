@@ -1,9 +1,10 @@
-"""Llama: the decoder Mistral, Qwen2 and Gemma reuse (their modules declare only what differs).
+"""Llama: the decoder Mistral, Qwen2, Gemma, Qwen3 and Phi-3 reuse (their modules declare only what differs).
 
 Pre-norm blocks with RMSNorm (float32 math), rotary position embeddings (the ``rotate_half`` convention of
 transformers), grouped-query attention, a gated MLP (``down(act(gate) * up)``) and a final RMSNorm.
 :class:`LlamaArch` records what the reusing families change: biases, Gemma's scaled embeddings and
-``(1 + w)`` norm, sliding windows, tied or untied LM head, RoPE scaling ("linear", "llama3").
+``(1 + w)`` norm, sliding windows, tied or untied LM head, RoPE scaling ("linear", "llama3"), Qwen3's
+per-head q/k RMSNorm, Phi-3's fused ``qkv_proj``/``gate_up_proj``, partial RoPE and residual dropout.
 
 Param tree (under the task model's ``"backbone"``), kernels ``(in, out)``::
 
@@ -273,7 +274,8 @@ class LlamaBackbone(nn.Module):
 
 
 def tensor_table(spec) -> dict[str, Entry]:
-    """Llama, Mistral, Qwen2 and Gemma share one layout; biases follow the architecture flags."""
+    """Llama, Mistral, Qwen2 and Gemma share one layout; biases follow the architecture flags (Qwen3 and
+    Phi-3 edit this table in their modules)."""
     arch = spec.arch
     t: dict[str, Entry] = {}
     b = ("backbone",)
