@@ -1,15 +1,15 @@
 """Tiny random Qwen3 and Phi-3 checkpoints (the families added with the family protocol), every head.
 
-Built like tests/family_checkpoints.py (odd sizes, grouped-query attention, norm weights and biases moved
-away from their initial values so a dropped q/k norm or bias shows in the logits) and sharing its batch,
-tokenizer and comparison helpers. Each family has named variants so that the parity tests cover what
-the config allows: tied and untied heads, attention biases, per-layer sliding windows, partial rotary
-embeddings.
+Built by tests/family_checkpoints.py (odd sizes, grouped-query attention, norm weights and biases moved
+away from their initial values so a dropped q/k norm or bias shows in the logits), whose config tables
+this module extends; its batch, tokenizer and comparison helpers serve these families too. Each family has
+named variants, so that the parity tests cover what the config allows: tied and untied heads, attention
+biases, per-layer sliding windows, partial rotary embeddings.
 """
 
-import torch
+import family_checkpoints
 import transformers
-from family_checkpoints import TASK_CLASS, _decoder_common, save_tokenizer
+from family_checkpoints import _decoder_common
 
 FAMILIES = ("qwen3", "phi3")
 PREFIX = {"qwen3": "Qwen3", "phi3": "Phi3"}
@@ -48,25 +48,13 @@ VARIANTS = {
 }
 
 
-def task_config(family, task, **kwargs):
-    if task == "regression":
-        kwargs.update(num_labels=1, problem_type="regression")
-    elif task != "causal_lm":
-        kwargs.setdefault("num_labels", 3)
-    return CONFIGS[family](**kwargs)
+# family_checkpoints' builders (task_config, make_checkpoint) look families up in these tables.
+family_checkpoints.CONFIGS.update(CONFIGS)
+family_checkpoints.PREFIX.update(PREFIX)
 
 
 def make_checkpoint(directory, family, task, variant="base", seed=0, bare=False, **config_kwargs):
-    """Save a random ``<Family>For<Task>`` (or the bare ``<Family>Model``) with a tokenizer; return it in eval mode."""
-
-    config = task_config(family, task, **{**VARIANTS[family][variant], **config_kwargs})
-    cls = getattr(transformers, PREFIX[family] + ("Model" if bare else TASK_CLASS[task]))
-    torch.manual_seed(seed)
-    model = cls(config).eval()
-    with torch.no_grad():  # norms start at 1 and biases at 0; move them so mistakes show
-        for name, param in model.named_parameters():
-            if "norm" in name.lower() or name.endswith("bias"):
-                param.add_(0.2 * torch.randn_like(param))
-    model.save_pretrained(directory)
-    save_tokenizer(directory)
-    return model
+    """Save a random ``<Family>For<Task>`` (or the bare ``<Family>Model``) of a named variant with a tokenizer;
+    return it in eval mode."""
+    config_kwargs = {**VARIANTS[family][variant], **config_kwargs}
+    return family_checkpoints.make_checkpoint(directory, family, task, seed, bare, **config_kwargs)
