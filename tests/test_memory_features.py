@@ -96,7 +96,7 @@ def test_scanned_layers_equal_unscanned_and_round_trip(checkpoints, family, tmp_
     model, params, spec, tok = load_pretrained(checkpoints[family], task="causal_lm", dropout=0.0)
     scanned, stacked, sspec, _ = load_pretrained(checkpoints[family], task="causal_lm", dropout=0.0,
                                                  scan_layers=True)
-    name = scan_lib.SCANNED_LAYERS[spec.backbone_kind][0]
+    name = scan_lib.layer_stack(spec)[0]
     assert f"{name}_0" not in stacked["backbone"] and stacked["backbone"][name]
     assert _max_diff(scan_lib.to_scanned(params, spec), stacked) == 0.0
     def run(m, p):

@@ -30,6 +30,7 @@ from mgpt.models.hf import (
     sharding_resolver,
 )
 from mgpt.models.hf_export import export_config, save_pretrained
+from mgpt.models.mappings import checkpoint_task
 from mgpt.models.safetensors_io import CheckpointError
 
 logger = logging.getLogger("mgpt")
@@ -41,15 +42,7 @@ FORMAT = "mgpt-orbax-params"
 
 def task_from_config(hf_config) -> Optional[str]:
     """The task a transformers config's ``architectures`` was saved for, or None (bare model)."""
-    for name in getattr(hf_config, "architectures", None) or []:
-        if name.endswith(("ForCausalLM", "LMHeadModel")):
-            return "causal_lm"
-        if name.endswith("ForTokenClassification"):
-            return "token_classification"
-        if name.endswith("ForSequenceClassification"):
-            return "regression" if getattr(hf_config, "problem_type", None) == "regression" else (
-                "sequence_classification")
-    return None
+    return checkpoint_task(hf_config)
 
 
 def _check_destination(path: str) -> str:

@@ -60,6 +60,11 @@ class Arch:
     tie_word_embeddings: bool = False
 
 
+def config_fields(config, **names: str) -> dict:
+    """``{arch field: config.<name>}``: the shared :class:`Arch` fields under a family's config names."""
+    return {field: getattr(config, name) for field, name in names.items()}
+
+
 def standard_kv_geometry(arch: Arch) -> tuple[int, int, int]:
     """``(num_layers, num_kv_heads, head_dim)``: the per-layer key/value shape of caches and prefixes."""
     return arch.num_layers, arch.num_kv_heads, arch.head_dim

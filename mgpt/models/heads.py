@@ -17,13 +17,13 @@ know nothing of any family. Param tree of a task model::
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mgpt.models.family import get_family
-from mgpt.models.layers import BackboneOutput, activation_fn, dense
+from mgpt.models.layers import BackboneInputs, BackboneOutput, activation_fn, dense
 from mgpt.models.spec import DTYPES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
 
 
@@ -35,12 +35,17 @@ def last_token_index(attention_mask, length: int):
     return jnp.argmax(positions, axis=-1)  # an all-padding row gives 0: finite, and weighted out by the loss
 
 
-class LastTokenClassifier(nn.Module):
-    """Decoder *ForSequenceClassification: ``score`` (no bias) on the last real token's hidden state."""
+class Head(nn.Module):
+    """The fields every head has; a head is called ``head(out: BackboneOutput, attention_mask, deterministic)``."""
 
     arch: Any
-    num_labels: int
+    num_labels: int = 0
     dtype: Any = jnp.float32
+
+
+class LastTokenClassifier(Head):
+    """Decoder *ForSequenceClassification: ``score`` (no bias) on the last real token's hidden state."""
+
     layer_name: str = "score"
 
     @nn.compact
@@ -55,12 +60,8 @@ class LastTokenClassifier(nn.Module):
                      ("embed", None))(pooled)
 
 
-class PooledClassifier(nn.Module):
+class PooledClassifier(Head):
     """BertForSequenceClassification: pooler output -> dropout -> ``classifier``."""
-
-    arch: Any
-    num_labels: int
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
@@ -69,12 +70,9 @@ class PooledClassifier(nn.Module):
                      axes=("embed", None))(h)
 
 
-class TokenClassifier(nn.Module):
+class TokenClassifier(Head):
     """*ForTokenClassification: dropout -> ``classifier`` (Llama family: ``score``) on every position."""
 
-    arch: Any
-    num_labels: int
-    dtype: Any = jnp.float32
     layer_name: str = "classifier"
     use_bias: bool = True
 
@@ -85,16 +83,13 @@ class TokenClassifier(nn.Module):
                      ("embed", None))(h)
 
 
-class FirstTokenClassifier(nn.Module):
+class FirstTokenClassifier(Head):
     """Two dense layers on the first token: [dropout ->] ``names[0]`` -> activation -> dropout -> ``names[1]``.
 
     RoBERTa's head (tanh, dropout first, both layers grouped under ``classifier``) and DistilBERT's
     (``pre_classifier`` -> ReLU -> ``classifier``) are this module with different settings.
     """
 
-    arch: Any
-    num_labels: int
-    dtype: Any = jnp.float32
     names: tuple = ("pre_classifier", "classifier")
     activation: str = "relu"
     dropout_rate: float = 0.0
@@ -116,11 +111,8 @@ class FirstTokenClassifier(nn.Module):
         return dense(self.num_labels, std, self.dtype, self.names[1], axes=("embed", None))(h)
 
 
-class LMHead(nn.Module):
+class LMHead(Head):
     """An untied ``lm_head`` (no bias), as LlamaForCausalLM with ``tie_word_embeddings=False``."""
-
-    arch: Any
-    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
@@ -129,11 +121,12 @@ class LMHead(nn.Module):
 
 
 class TaskModel(nn.Module):
-    """Backbone + task head. Call contract::
+    """Backbone + task head, both chosen by the spec's family. Call contract (the arguments of
+    :class:`~mgpt.models.layers.BackboneInputs`)::
 
         model.apply({"params": params}, input_ids, attention_mask=mask, token_type_ids=None,
-                    inputs_embeds=None, deterministic=True, return_hidden_states=False,
-                    rngs={"dropout": key})
+                    inputs_embeds=None, position_ids=None, prefix_key_values=None, deterministic=True,
+                    return_hidden_states=False, cache=None, rngs={"dropout": key})
 
     returns float32 logits: (B, T, V) causal_lm, (B, C) sequence_classification, (B, T, C)
     token_classification, (B,) regression; with ``return_hidden_states`` a ``(logits, hidden_states)`` pair.
@@ -151,69 +144,26 @@ class TaskModel(nn.Module):
         self.backbone = family.build_backbone(self.spec)
         self.head = family.build_head(self.spec)  # None: logits through the tied token embedding
 
-    def encode(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        position_ids=None,
-        prefix_key_values: Optional[Sequence] = None,
-        deterministic: bool = True,
-        return_hidden_states: bool = False,
-        cache: Optional[Sequence] = None,
-    ) -> BackboneOutput:
-        """Only the backbone (use with ``model.apply(..., method=model.encode)``)."""
-        extra = {}
-        if cache is not None:  # only the decoder families decode with a KV cache
-            if not self.spec.is_decoder:
-                raise ValueError(f"{self.spec.family}: decoding with a KV cache needs a decoder model")
-            extra["cache"] = cache
-        return self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-            position_ids=position_ids,
-            prefix_key_values=prefix_key_values,
-            deterministic=deterministic,
-            return_hidden_states=return_hidden_states,
-            **extra,
-        )
+    def encode(self, *args, **kwargs) -> BackboneOutput:
+        """Only the backbone: :class:`BackboneOutput` (use with ``model.apply(..., method=model.encode)``).
 
-    def __call__(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        position_ids=None,
-        prefix_key_values: Optional[Sequence] = None,
-        deterministic: bool = True,
-        return_hidden_states: bool = False,
-        cache: Optional[Sequence] = None,
-    ):
-        out = self.encode(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            inputs_embeds,
-            position_ids,
-            prefix_key_values,
-            deterministic,
-            return_hidden_states,
-            cache,
-        )
+        Takes the arguments of :class:`~mgpt.models.layers.BackboneInputs`, like ``__call__``.
+        """
+        return self.backbone(BackboneInputs(*args, **kwargs))
+
+    def __call__(self, *args, **kwargs):
+        inputs = BackboneInputs(*args, **kwargs)
+        out = self.backbone(inputs)
         if self.head is None:
             logits = self.backbone.attend(out.last_hidden_state)
         else:
-            logits = self.head(out, attention_mask, deterministic)
+            logits = self.head(out, inputs.attention_mask, inputs.deterministic)
         if self.spec.task == "regression":
             logits = logits[..., 0]
         logits = logits.astype(jnp.float32)  # losses and metrics always see float32
-        if cache is not None:
-            return (logits, out.hidden_states, out.cache) if return_hidden_states else (logits, out.cache)
-        if return_hidden_states:
+        if inputs.cache is not None:
+            return (logits, out.hidden_states, out.cache) if inputs.return_hidden_states else (logits, out.cache)
+        if inputs.return_hidden_states:
             return logits, out.hidden_states
         return logits
 
@@ -237,7 +187,7 @@ def decoder_head(spec: ModelSpec, token_layer: str = "classifier", token_bias: b
     a token classifier named ``token_layer``, or ``score`` on the last real token."""
     dtype = spec.compute_dtype
     if spec.task == "causal_lm":
-        return None if spec.tied_lm_head else LMHead(spec.arch, dtype)
+        return None if spec.tied_lm_head else LMHead(spec.arch, dtype=dtype)
     if spec.task == "token_classification":
         return TokenClassifier(spec.arch, spec.num_labels, dtype, token_layer, token_bias)
     return LastTokenClassifier(spec.arch, spec.num_labels, dtype)

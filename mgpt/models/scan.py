@@ -8,8 +8,8 @@
 
 Layouts: unscanned params name layers ``h_0 .. h_{L-1}`` (GPT-2) / ``layers_0 ..`` (Llama family) as the
 Hugging Face names map onto; scanned params hold one tree ``h`` / ``layers`` (the family's ``scan_stack``)
-whose leaves have a leading ``L`` axis. :func:`to_scanned` / :func:`to_unscanned` convert between them, so checkpoints load and export
-either way.
+whose leaves have a leading ``L`` axis. :func:`to_scanned` / :func:`to_unscanned` convert between them, so
+checkpoints load and export either way.
 """
 
 from __future__ import annotations

@@ -21,16 +21,24 @@ Kernels are ``(in, out)``: the transpose of PyTorch ``nn.Linear`` weights.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mgpt.models import scan as scan_lib
-from mgpt.models.attention import attention
-from mgpt.models.family import Arch, Family, register
+from mgpt.models.family import Arch, Family, config_fields, register
 from mgpt.models.heads import PooledClassifier, TokenClassifier
-from mgpt.models.layers import BackboneOutput, activation_fn, dense, dropout_rates, layer_norm
+from mgpt.models.layers import (
+    BackboneInputs,
+    BackboneOutput,
+    activation_fn,
+    attention_block,
+    check_inputs,
+    dense,
+    dropout_rates,
+    layer_norm,
+)
 from mgpt.models.mappings import Entry, add_rows
 from mgpt.models.partitioning import EMBEDDING, constrain_hidden, named
 
@@ -69,26 +77,22 @@ def read_arch(config, dropout: Optional[float] = None) -> BertArch:
         classifier = config.hidden_dropout_prob
     rates = dict(hidden_dropout=config.hidden_dropout_prob, attention_dropout=config.attention_probs_dropout_prob,
                  classifier_dropout=classifier)
-    return encoder_arch(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        activation=config.hidden_act,
-        norm_eps=config.layer_norm_eps,
-        max_positions=config.max_position_embeddings,
-        type_vocab_size=config.type_vocab_size,
-        initializer_range=config.initializer_range,
-        rates=rates,
-        dropout=dropout,
-    )
+    names = config_fields(config, vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
+                          num_heads="num_attention_heads", intermediate_size="intermediate_size",
+                          activation="hidden_act", norm_eps="layer_norm_eps", max_positions="max_position_embeddings",
+                          type_vocab_size="type_vocab_size", initializer_range="initializer_range")
+    return encoder_arch(rates=rates, dropout=dropout, **names)
 
 
-class BertEmbeddings(nn.Module):
+class EncoderModule(nn.Module):
+    """The fields of every encoder module: the arch, the compute dtype, the attention implementation."""
+
     arch: BertArch
     dtype: Any = jnp.float32
+    attention_impl: str = ""
 
+
+class BertEmbeddings(EncoderModule):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, deterministic: bool):
         arch = self.arch
@@ -110,11 +114,7 @@ class BertEmbeddings(nn.Module):
         return nn.Dropout(arch.hidden_dropout)(x, deterministic=deterministic)
 
 
-class BertSelfAttention(nn.Module):
-    arch: BertArch
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class BertSelfAttention(EncoderModule):
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
         arch = self.arch
@@ -126,68 +126,45 @@ class BertSelfAttention(nn.Module):
             return layer(x).reshape(batch, length, arch.num_heads, head_dim)
 
         q, k, v = project("query"), project("key"), project("value")
-        use_dropout = not deterministic and arch.attention_dropout > 0
-        prefix_key, prefix_value = prefix_kv if prefix_kv is not None else (None, None)
-        out = attention(
-            q,
-            k,
-            v,
-            key_mask,
-            causal=False,
-            prefix_key=prefix_key,
-            prefix_value=prefix_value,
-            dropout_rate=arch.attention_dropout,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-            deterministic=deterministic,
-            implementation=self.attention_impl or None,
-        )
+        out, _ = attention_block(self, q, k, v, key_mask, deterministic=deterministic, causal=False,
+                                 dropout_rate=arch.attention_dropout, prefix_kv=prefix_kv,
+                                 implementation=self.attention_impl)
         return out.reshape(batch, length, width)
 
 
-class BertAddNorm(nn.Module):
+class BertAddNorm(EncoderModule):
     """dense -> dropout -> LayerNorm(x + residual): BertSelfOutput and BertOutput share this shape."""
 
-    arch: BertArch
-    dtype: Any = jnp.float32
     dropout: bool = True
     in_axis: str = "heads"  # the dense input: attention heads (BertSelfOutput) or "mlp" (BertOutput)
 
     @nn.compact
     def __call__(self, x, residual, deterministic: bool):
-        h = dense(self.arch.hidden_size, self.arch.initializer_range, self.dtype, "dense", axes=(self.in_axis, "embed"))(x)
+        arch = self.arch
+        h = dense(arch.hidden_size, arch.initializer_range, self.dtype, "dense", axes=(self.in_axis, "embed"))(x)
         if self.dropout:
             h = nn.Dropout(self.arch.hidden_dropout)(h, deterministic=deterministic)
         return layer_norm(self.arch.norm_eps, self.dtype, "LayerNorm")(h + residual)
 
 
-class BertAttention(nn.Module):
-    arch: BertArch
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class BertAttention(EncoderModule):
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
         h = BertSelfAttention(self.arch, self.dtype, self.attention_impl, name="self")(
             x, key_mask, deterministic, prefix_kv)
-        add_norm = BertAddNorm(self.arch, self.dtype, self.arch.attention_output_dropout, name="output")
+        add_norm = BertAddNorm(self.arch, self.dtype, dropout=self.arch.attention_output_dropout, name="output")
         return add_norm(h, x, deterministic)
 
 
-class BertIntermediate(nn.Module):
-    arch: BertArch
-    dtype: Any = jnp.float32
-
+class BertIntermediate(EncoderModule):
     @nn.compact
     def __call__(self, x):
-        h = dense(self.arch.intermediate_size, self.arch.initializer_range, self.dtype, "dense", axes=("embed", "mlp"))(x)
-        return activation_fn(self.arch.activation)(h)
+        arch = self.arch
+        h = dense(arch.intermediate_size, arch.initializer_range, self.dtype, "dense", axes=("embed", "mlp"))(x)
+        return activation_fn(arch.activation)(h)
 
 
-class BertLayer(nn.Module):
-    arch: BertArch
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class BertLayer(EncoderModule):
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None):
         x = BertAttention(self.arch, self.dtype, self.attention_impl, name="attention")(
@@ -215,13 +192,11 @@ class BertEncoder(nn.Module):
         return x, (tuple(all_hidden) if return_hidden_states else None)
 
 
-class BertPooler(nn.Module):
-    arch: BertArch
-    dtype: Any = jnp.float32
-
+class BertPooler(EncoderModule):
     @nn.compact
     def __call__(self, hidden):
-        return jnp.tanh(dense(self.arch.hidden_size, self.arch.initializer_range, self.dtype, "dense", axes=("embed", None))(hidden[:, 0]))
+        layer = dense(self.arch.hidden_size, self.arch.initializer_range, self.dtype, "dense", axes=("embed", None))
+        return jnp.tanh(layer(hidden[:, 0]))
 
 
 def encoder_positions(input_ids, length: int, padding_idx: Optional[int]):
@@ -245,28 +220,16 @@ class BertBackbone(nn.Module):
     attention_impl: str = ""
 
     @nn.compact
-    def __call__(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        position_ids=None,
-        prefix_key_values: Optional[Sequence] = None,
-        deterministic: bool = True,
-        return_hidden_states: bool = False,
-    ) -> BackboneOutput:
-        """Run the encoder.
+    def __call__(self, inputs: BackboneInputs) -> BackboneOutput:
+        """Run the encoder on :class:`~mgpt.models.layers.BackboneInputs` (no KV cache).
 
-        ``input_ids`` ``(B, T)`` or ``inputs_embeds`` ``(B, T, E)`` (exactly one); ``attention_mask`` ``(B, T)``
-        (1 = real); ``token_type_ids`` default to zeros; ``position_ids`` default to ``0..T-1`` (RoBERTa:
-        see :func:`encoder_positions`).
-        ``prefix_key_values``: optional per-layer ``(key, value)`` pairs of shape ``(B, P, H, D)``.
+        ``token_type_ids`` default to zeros; ``position_ids`` default to ``0..T-1`` (RoBERTa: see
+        :func:`encoder_positions`). Prefix keys/values are ``(B, P, H, D)``.
         """
         arch = self.arch
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("BERT: pass exactly one of input_ids and inputs_embeds")
-        batch, length = (input_ids.shape if input_ids is not None else inputs_embeds.shape[:2])
+        check_inputs(inputs, "BERT", arch.num_layers, decoder=False)
+        input_ids, position_ids, token_type_ids = inputs.input_ids, inputs.position_ids, inputs.token_type_ids
+        batch, length = (input_ids.shape if input_ids is not None else inputs.inputs_embeds.shape[:2])
         if position_ids is None:
             offset = 0 if arch.position_padding_idx is None else arch.position_padding_idx + 1
             if length + offset > arch.max_positions:
@@ -277,14 +240,12 @@ class BertBackbone(nn.Module):
             position_ids = encoder_positions(input_ids, length, arch.position_padding_idx)
         if token_type_ids is None:
             token_type_ids = jnp.zeros((batch, length), jnp.int32)
-        if prefix_key_values is not None and len(prefix_key_values) != arch.num_layers:
-            raise ValueError(f"BERT: {len(prefix_key_values)} prefix key/value pairs for {arch.num_layers} layers")
         x = BertEmbeddings(arch, self.dtype, name="embeddings")(
-            input_ids, token_type_ids, position_ids, inputs_embeds, deterministic
+            input_ids, token_type_ids, position_ids, inputs.inputs_embeds, inputs.deterministic
         )
-        x = constrain_hidden(x)
         x, all_hidden = BertEncoder(arch, self.dtype, self.remat, self.attention_impl, name="encoder")(
-            x, attention_mask, deterministic, prefix_key_values, return_hidden_states
+            constrain_hidden(x), inputs.attention_mask, inputs.deterministic, inputs.prefix_key_values,
+            inputs.return_hidden_states
         )
         pooled = BertPooler(arch, self.dtype, name="pooler")(x) if self.add_pooler else None
         return BackboneOutput(x, all_hidden, pooled)

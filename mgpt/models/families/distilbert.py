@@ -10,20 +10,21 @@ from typing import Optional
 import flax.linen as nn
 
 from mgpt.models.families import bert
-from mgpt.models.family import register
+from mgpt.models.family import config_fields, register
 from mgpt.models.heads import FirstTokenClassifier, TokenClassifier
 
-# BERT-layout destinations of one layer with DistilBERT's module names.
-LAYER_NAMES = (
-    (("attention", "self", "query"), "attention.q_lin", "linear"),
-    (("attention", "self", "key"), "attention.k_lin", "linear"),
-    (("attention", "self", "value"), "attention.v_lin", "linear"),
-    (("attention", "output", "dense"), "attention.out_lin", "linear"),
-    (("attention", "output", "LayerNorm"), "sa_layer_norm", "layernorm"),
-    (("intermediate", "dense"), "ffn.lin1", "linear"),
-    (("output", "dense"), "ffn.lin2", "linear"),
-    (("output", "LayerNorm"), "output_layer_norm", "layernorm"),
-)
+# DistilBERT's name for each of BERT's per-layer modules.
+RENAMES = {
+    "attention.self.query": "attention.q_lin",
+    "attention.self.key": "attention.k_lin",
+    "attention.self.value": "attention.v_lin",
+    "attention.output.dense": "attention.out_lin",
+    "attention.output.LayerNorm": "sa_layer_norm",
+    "intermediate.dense": "ffn.lin1",
+    "output.dense": "ffn.lin2",
+    "output.LayerNorm": "output_layer_norm",
+}
+LAYER_NAMES = tuple((path, RENAMES[name], kind) for path, name, kind in bert.ENCODER_LAYER)
 
 
 def read_arch(config, dropout: Optional[float] = None) -> bert.BertArch:
@@ -37,21 +38,12 @@ def read_arch(config, dropout: Optional[float] = None) -> bert.BertArch:
         raise ValueError(f"DistilBERT config: dim={config.dim} is not divisible by n_heads={config.n_heads}")
     rates = dict(hidden_dropout=config.dropout, attention_dropout=config.attention_dropout,
                  classifier_dropout=config.dropout, sequence_classifier_dropout=config.seq_classif_dropout)
-    return bert.encoder_arch(
-        vocab_size=config.vocab_size,
-        hidden_size=config.dim,
-        num_layers=config.n_layers,
-        num_heads=config.n_heads,
-        intermediate_size=config.hidden_dim,
-        activation=config.activation,
-        norm_eps=1e-12,  # hard-coded in DistilBERT
-        max_positions=config.max_position_embeddings,
-        type_vocab_size=0,
-        initializer_range=config.initializer_range,
-        attention_output_dropout=False,
-        rates=rates,
-        dropout=dropout,
-    )
+    names = config_fields(config, vocab_size="vocab_size", hidden_size="dim", num_layers="n_layers",
+                          num_heads="n_heads", intermediate_size="hidden_dim", activation="activation",
+                          max_positions="max_position_embeddings", initializer_range="initializer_range")
+    # no token types; LayerNorm eps hard-coded in DistilBERT
+    return bert.encoder_arch(norm_eps=1e-12, type_vocab_size=0, attention_output_dropout=False, rates=rates,
+                             dropout=dropout, **names)
 
 
 def build_head(spec) -> nn.Module:

@@ -13,24 +13,28 @@ Kernels are ``(in, out)``, the same layout as GPT-2's ``Conv1D`` weights.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mgpt.models import scan as scan_lib
-from mgpt.models.attention import attention
-from mgpt.models.family import Arch, Family, register
+from mgpt.models.family import Arch, Family, config_fields, register
 from mgpt.models.heads import decoder_head
 from mgpt.models.layers import (
     MLP,
+    BackboneInputs,
     BackboneOutput,
+    DecoderBackbone,
+    LayerModule,
     activation_fn,
-    cached_attention_inputs,
+    attention_block,
+    check_inputs,
     classifier_dropout,
     dense,
     dropout_rates,
     layer_norm,
+    pre_norm_residual,
+    run_decoder_layers,
 )
 from mgpt.models.mappings import Entry, add_rows
 from mgpt.models.partitioning import EMBEDDING, constrain_hidden, named
@@ -70,31 +74,22 @@ def read_arch(config, dropout: Optional[float] = None) -> GPT2Arch:
     rates = dropout_rates(dict(embd_dropout=config.embd_pdrop, attention_dropout=config.attn_pdrop,
                                hidden_dropout=config.resid_pdrop, classifier_dropout=classifier_dropout(config)),
                           dropout)
+    names = config_fields(config, vocab_size="vocab_size", hidden_size="n_embd", num_layers="n_layer",
+                          num_heads="n_head", num_kv_heads="n_head", activation="activation_function",
+                          norm_eps="layer_norm_epsilon", max_positions="n_positions",
+                          initializer_range="initializer_range")
     return GPT2Arch(
-        vocab_size=config.vocab_size,
-        hidden_size=config.n_embd,
-        num_layers=config.n_layer,
-        num_heads=config.n_head,
-        num_kv_heads=config.n_head,
         head_dim=config.n_embd // config.n_head,
         intermediate_size=config.n_inner if config.n_inner is not None else 4 * config.n_embd,
-        activation=config.activation_function,
-        norm_eps=config.layer_norm_epsilon,
-        max_positions=config.n_positions,
-        initializer_range=config.initializer_range,
         tie_word_embeddings=True,
         scale_attn_weights=bool(config.scale_attn_weights),
         scale_attn_by_inverse_layer_idx=bool(config.scale_attn_by_inverse_layer_idx),
+        **names,
         **rates,
     )
 
 
-class GPT2Attention(nn.Module):
-    arch: GPT2Arch
-    layer_idx: int
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class GPT2Attention(LayerModule):
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
@@ -105,65 +100,27 @@ class GPT2Attention(nn.Module):
         scale = arch.head_dim**-0.5 if arch.scale_attn_weights else 1.0
         if arch.scale_attn_by_inverse_layer_idx:
             scale /= float(self.layer_idx + 1)
-        use_dropout = not deterministic and arch.attention_dropout > 0
-        prefix_key, prefix_value = prefix_kv if prefix_kv is not None else (None, None)
-        q_positions = None
-        if cache is not None:  # decoding: write the new keys/values, attend over every filled slot
-            cache, k, v, key_mask, q_positions = cached_attention_inputs(cache, k, v, key_mask)
-        out = attention(
-            q,
-            k,
-            v,
-            key_mask,
-            causal=True,
-            prefix_key=prefix_key,
-            prefix_value=prefix_value,
-            q_positions=q_positions,
-            scale=scale,
-            dropout_rate=arch.attention_dropout,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-            deterministic=deterministic,
-            implementation=self.attention_impl or None,
-        )
+        out, cache = attention_block(self, q, k, v, key_mask, deterministic=deterministic,
+                                     dropout_rate=arch.attention_dropout, prefix_kv=prefix_kv, cache=cache,
+                                     scale=scale, implementation=self.attention_impl)
         out = dense(width, std, self.dtype, "c_proj", axes=("heads", "embed"))(out.reshape(batch, length, width))
-        out = nn.Dropout(arch.hidden_dropout)(out, deterministic=deterministic)
-        return out if cache is None else (out, cache)
+        return nn.Dropout(arch.hidden_dropout)(out, deterministic=deterministic), cache
 
 
-class GPT2Block(nn.Module):
-    arch: GPT2Arch
-    layer_idx: int
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class GPT2Block(LayerModule):
     @nn.compact
     def __call__(self, x, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
-        h = layer_norm(arch.norm_eps, self.dtype, "ln_1")(x)
-        attn = GPT2Attention(arch, self.layer_idx, self.dtype, self.attention_impl, name="attn")(
-            h, key_mask, deterministic, prefix_kv, cache)
-        if cache is not None:  # with a cache the attention also returns the layer's updated cache
-            attn, cache = attn
-        x = x + attn
-        h = layer_norm(arch.norm_eps, self.dtype, "ln_2")(x)
+        attn = GPT2Attention(arch, self.layer_idx, self.dtype, self.attention_impl, name="attn")
         mlp = MLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
                   arch.hidden_dropout, self.dtype, name="mlp")
-        x = x + mlp(h, deterministic)
-        return x if cache is None else (x, cache)
+        norms = (layer_norm(arch.norm_eps, self.dtype, "ln_1"), layer_norm(arch.norm_eps, self.dtype, "ln_2"))
+        return pre_norm_residual(x, lambda h: attn(h, key_mask, deterministic, prefix_kv, cache),
+                                 lambda h: mlp(h, deterministic), norms, cache)
 
 
-class GPT2Backbone(nn.Module):
-    """GPT-2 transformer: token + position embeddings, ``num_layers`` pre-LN blocks, final LayerNorm.
-
-    ``remat``/``scan_layers`` (see :mod:`mgpt.models.scan`) change how the blocks run, not the result;
-    scanned, the blocks' params are one stack ``h`` instead of ``h_0 .. h_{L-1}``.
-    """
-
-    arch: GPT2Arch
-    dtype: Any = jnp.float32
-    remat: str = "none"
-    scan_layers: bool = False
-    attention_impl: str = ""
+class GPT2Backbone(DecoderBackbone):
+    """GPT-2 transformer: token + position embeddings, ``num_layers`` pre-LN blocks ``h``, final LayerNorm."""
 
     def setup(self):
         arch = self.arch
@@ -173,60 +130,28 @@ class GPT2Backbone(nn.Module):
         self.wpe = nn.Embed(arch.max_positions, arch.hidden_size, embedding_init=named(init, (None, "embed")),
                             dtype=self.dtype)
         self.drop = nn.Dropout(arch.embd_dropout)
-        block = scan_lib.layer_class(GPT2Block, self.remat, 3, self.scan_layers)  # arg 3: deterministic
-        if self.scan_layers:
-            self.h = block(arch, 0, self.dtype, self.attention_impl)  # one block, params stacked per layer
-        else:
-            self.h = [block(arch, i, self.dtype, self.attention_impl) for i in range(arch.num_layers)]  # h_0, ...
+        self.h = self.layer_stack(GPT2Block, 3)  # h_0, h_1, ... (arg 3: deterministic)
         self.ln_f = layer_norm(arch.norm_eps, self.dtype)
 
-    def __call__(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        position_ids=None,
-        prefix_key_values: Optional[Sequence] = None,
-        deterministic: bool = True,
-        return_hidden_states: bool = False,
-        cache: Optional[Sequence] = None,
-    ) -> BackboneOutput:
-        """Run the transformer.
+    def __call__(self, inputs: BackboneInputs) -> BackboneOutput:
+        """Run the transformer on :class:`~mgpt.models.layers.BackboneInputs`.
 
-        ``input_ids`` ``(B, T)`` or ``inputs_embeds`` ``(B, T, E)`` (exactly one); ``attention_mask`` ``(B, T)``
-        (1 = real); ``position_ids`` default to ``0..T-1`` for every row (matches transformers for
-        right-padded batches). ``token_type_ids`` is accepted for a uniform call signature and ignored.
-        ``prefix_key_values``: optional per-layer ``(key, value)`` pairs of shape ``(B, P, H, D)``.
-        ``cache``: per-layer :class:`~mgpt.models.attention.KVCache` ``(B, S, H, D)`` for decoding; then
-        ``position_ids`` ``(B, T)`` are required, ``attention_mask`` is ``(B, S)`` over the cache slots
-        (slot order is causal order) and the output carries the updated cache.
+        ``position_ids`` default to ``0..T-1`` for every row (matches transformers for right-padded batches);
+        token types are ignored. Prefix keys/values are ``(B, P, H, D)``; a cache is ``(B, S, H, D)`` per
+        layer, its slot order the causal order.
         """
-        del token_type_ids  # GPT-2 batches carry none
         arch = self.arch
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("GPT-2: pass exactly one of input_ids and inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.wte(input_ids)
-        length = inputs_embeds.shape[1]
-        if cache is not None and position_ids is None:
-            raise ValueError("GPT-2: decoding with a cache needs the position_ids of the new tokens")
+        check_inputs(inputs, "GPT-2", arch.num_layers)
+        x = inputs.inputs_embeds
+        x = self.wte(inputs.input_ids) if x is None else x.astype(self.dtype)
+        position_ids = inputs.position_ids
         if position_ids is None:
-            if length > arch.max_positions:  # jnp indexing would silently clamp
-                raise ValueError(f"GPT-2: sequence length {length} exceeds n_positions={arch.max_positions}")
-            position_ids = jnp.arange(length)[None, :]
-        if prefix_key_values is not None and len(prefix_key_values) != arch.num_layers:
-            raise ValueError(f"GPT-2: {len(prefix_key_values)} prefix key/value pairs for {arch.num_layers} layers")
-        x = inputs_embeds.astype(self.dtype) + self.wpe(position_ids)
-        x = constrain_hidden(self.drop(x, deterministic=deterministic))
-        first = x
-        x, outputs, new_cache = scan_lib.run_layers(
-            self.h, x, (attention_mask,), deterministic, prefix_key_values, cache,
-            keep_hidden=return_hidden_states, scanned=self.scan_layers, length=arch.num_layers)
-        x = self.ln_f(x)
-        # transformers reports the last layer after ln_f
-        all_hidden = (first, *outputs[:-1], x) if return_hidden_states else None
-        return BackboneOutput(x, all_hidden, None, new_cache)
+            if x.shape[1] > arch.max_positions:  # jnp indexing would silently clamp
+                raise ValueError(f"GPT-2: sequence length {x.shape[1]} exceeds n_positions={arch.max_positions}")
+            position_ids = jnp.arange(x.shape[1])[None, :]
+        x = constrain_hidden(self.drop(x + self.wpe(position_ids), deterministic=inputs.deterministic))
+        return run_decoder_layers(self.h, x, (inputs.attention_mask,), inputs, self.ln_f, self.scan_layers,
+                                  arch.num_layers)
 
     def attend(self, hidden):
         """Logits over the vocabulary with the token embedding as output matrix (the tied LM head)."""
@@ -282,13 +207,8 @@ def per_layer_scale(arch: GPT2Arch) -> Optional[str]:
 
 
 FAMILY = register(Family(
-    name="gpt2",
-    is_decoder=True,
-    read_arch=read_arch,
-    tensor_table=tensor_table,
-    base_prefix="transformer.",
-    build_backbone=build_backbone,
-    build_head=build_head,
+    name="gpt2", is_decoder=True, base_prefix="transformer.",
+    read_arch=read_arch, tensor_table=tensor_table, build_backbone=build_backbone, build_head=build_head,
     architectures={"causal_lm": "GPT2LMHeadModel", "token_classification": "GPT2ForTokenClassification",
                    "sequence_classification": "GPT2ForSequenceClassification",
                    "regression": "GPT2ForSequenceClassification"},

@@ -20,29 +20,33 @@ A family built on this decoder calls :func:`decoder_family` with its own ``read_
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mgpt.models import scan as scan_lib
-from mgpt.models.attention import attention
-from mgpt.models.family import Arch, Family, register
+from mgpt.models.family import Arch, Family, config_fields, register
 from mgpt.models.heads import decoder_head
 from mgpt.models.layers import (
+    BackboneInputs,
     BackboneOutput,
+    DecoderBackbone,
     GatedMLP,
+    LayerModule,
     RMSNorm,
     activation_fn,
     apply_rope,
-    cached_attention_inputs,
+    attention_block,
+    check_inputs,
     classifier_dropout,
     default_positions,
     dense,
     dropout_rates,
+    pre_norm_residual,
     rope_cos_sin,
     rope_inv_freq,
     rope_parameters,
+    run_decoder_layers,
 )
 from mgpt.models.mappings import Entry, add_rows
 from mgpt.models.partitioning import EMBEDDING, constrain_hidden, named
@@ -88,19 +92,15 @@ def read_arch(config, dropout: Optional[float] = None, partial_rotary: bool = Fa
     rates = dropout_rates({"attention_dropout": getattr(config, "attention_dropout", 0.0) or 0.0,
                            "classifier_dropout": classifier_dropout(config)}, dropout)
     attention_bias = bool(getattr(config, "attention_bias", False))
+    names = config_fields(config, vocab_size="vocab_size", hidden_size="hidden_size", num_layers="num_hidden_layers",
+                          intermediate_size="intermediate_size", activation="hidden_act",
+                          max_positions="max_position_embeddings", initializer_range="initializer_range")
     return LlamaArch(
         family=family,
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_hidden_layers,
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-        intermediate_size=config.intermediate_size,
-        activation=config.hidden_act,
         norm_eps=float(config.rms_norm_eps),
-        max_positions=config.max_position_embeddings,
-        initializer_range=config.initializer_range,
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         qkv_bias=attention_bias,
         o_bias=attention_bias,
@@ -109,16 +109,12 @@ def read_arch(config, dropout: Optional[float] = None, partial_rotary: bool = Fa
         rope_scaling=scaling,
         sliding_windows=(None,) * config.num_hidden_layers,
         token_classification_bias=bool(getattr(config, "token_classification_bias", True)),
+        **names,
         **rates,
     )
 
 
-class LlamaAttention(nn.Module):
-    arch: LlamaArch
-    layer_idx: int
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class LlamaAttention(LayerModule):
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
@@ -138,135 +134,66 @@ class LlamaAttention(nn.Module):
             q = RMSNorm(arch.norm_eps, dtype=self.dtype, name="q_norm")(q)
             k = RMSNorm(arch.norm_eps, dtype=self.dtype, name="k_norm")(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        q_positions = None
-        if cache is not None:  # decoding: the cache keeps kv heads (rotated keys)
-            cache, k, v, key_mask, q_positions = cached_attention_inputs(cache, k, v, key_mask)
-        groups = heads // kv_heads  # grouped-query attention: kv head j serves query heads j*groups..
-        k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-        prefix_key = prefix_value = None
-        if prefix_kv is not None:  # given per kv head, like the layer's own keys
-            prefix_key, prefix_value = (jnp.repeat(t, groups, axis=2) for t in prefix_kv)
-        use_dropout = not deterministic and arch.attention_dropout > 0
-        out = attention(
-            q,
-            k,
-            v,
-            key_mask,
-            causal=True,
-            sliding_window=arch.sliding_windows[self.layer_idx],
-            prefix_key=prefix_key,
-            prefix_value=prefix_value,
-            q_positions=q_positions,
-            scale=dim**-0.5,
-            dropout_rate=arch.attention_dropout,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-            deterministic=deterministic,
-            implementation=self.attention_impl or None,
-        )
+        # decoding: the cache keeps kv heads (rotated keys); prefix keys/values are given per kv head
+        out, cache = attention_block(self, q, k, v, key_mask, deterministic=deterministic,
+                                     dropout_rate=arch.attention_dropout, prefix_kv=prefix_kv, cache=cache,
+                                     scale=dim**-0.5, sliding_window=arch.sliding_windows[self.layer_idx],
+                                     implementation=self.attention_impl)
         o_proj = dense(arch.hidden_size, arch.initializer_range, self.dtype, "o_proj", arch.o_bias, ("heads", "embed"))
-        out = o_proj(out.reshape(batch, length, -1))
-        return out if cache is None else (out, cache)
+        return o_proj(out.reshape(batch, length, -1)), cache
 
 
-class LlamaDecoderLayer(nn.Module):
-    arch: LlamaArch
-    layer_idx: int
-    dtype: Any = jnp.float32
-    attention_impl: str = ""
-
+class LlamaDecoderLayer(LayerModule):
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
-        h = RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype, name="input_layernorm")(x)
-        attn = LlamaAttention(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")(
-            h, cos, sin, key_mask, deterministic, prefix_kv, cache
-        )
-        if cache is not None:  # with a cache the attention also returns the layer's updated cache
-            attn, cache = attn
-        drop = nn.Dropout(arch.hidden_dropout)  # on each branch before its residual add (Phi-3's resid_pdrop)
-        x = x + drop(attn, deterministic=deterministic)
-        h = RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype, name="post_attention_layernorm")(x)
+        attn = LlamaAttention(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")
         mlp = GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
                        arch.mlp_bias, self.dtype, arch.fused_gate_up, name="mlp")
-        x = x + drop(mlp(h), deterministic=deterministic)
-        return x if cache is None else (x, cache)
+        norms = tuple(RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype, name=name)
+                      for name in ("input_layernorm", "post_attention_layernorm"))
+        drop = nn.Dropout(arch.hidden_dropout)  # each branch before its residual add (Phi-3's resid_pdrop)
+
+        def attend(h):
+            out, new_cache = attn(h, cos, sin, key_mask, deterministic, prefix_kv, cache)
+            return drop(out, deterministic=deterministic), new_cache
+
+        return pre_norm_residual(x, attend, lambda h: drop(mlp(h), deterministic=deterministic), norms, cache)
 
 
-class LlamaBackbone(nn.Module):
-    """Token embeddings, ``num_layers`` pre-norm decoder layers, final RMSNorm.
-
-    ``remat``/``scan_layers`` (see :mod:`mgpt.models.scan`) change how the layers run, not the result;
-    scanned, the layers' params are one stack ``layers`` instead of ``layers_0 .. layers_{L-1}``.
-    """
-
-    arch: LlamaArch
-    dtype: Any = jnp.float32
-    remat: str = "none"
-    scan_layers: bool = False
-    attention_impl: str = ""
+class LlamaBackbone(DecoderBackbone):
+    """Token embeddings, ``num_layers`` pre-norm decoder ``layers``, final RMSNorm."""
 
     def setup(self):
         arch = self.arch
         self.embed_tokens = nn.Embed(arch.vocab_size, arch.hidden_size, dtype=self.dtype,
                                      embedding_init=named(nn.initializers.normal(arch.initializer_range), EMBEDDING))
-        layer = scan_lib.layer_class(LlamaDecoderLayer, self.remat, 5, self.scan_layers)  # arg 5: deterministic
-        if self.scan_layers:
-            self.layers = layer(arch, 0, self.dtype, self.attention_impl)  # one layer, params stacked per layer
-        else:
-            self.layers = [layer(arch, i, self.dtype, self.attention_impl) for i in range(arch.num_layers)]
+        self.layers = self.layer_stack(LlamaDecoderLayer, 5)  # layers_0, ... (arg 5: deterministic)
         self.norm = RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype)
 
-    def __call__(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        inputs_embeds=None,
-        position_ids=None,
-        prefix_key_values: Optional[Sequence] = None,
-        deterministic: bool = True,
-        return_hidden_states: bool = False,
-        cache: Optional[Sequence] = None,
-    ) -> BackboneOutput:
-        """Run the decoder.
+    def __call__(self, inputs: BackboneInputs) -> BackboneOutput:
+        """Run the decoder on :class:`~mgpt.models.layers.BackboneInputs`.
 
-        ``input_ids`` ``(B, T)`` or ``inputs_embeds`` ``(B, T, E)`` (exactly one; Gemma scales only looked-up
-        embeddings, as transformers does); ``attention_mask`` ``(B, T)`` (1 = real); ``position_ids`` default
-        to cumulative positions over real tokens (``0..T-1`` for right padding). ``token_type_ids`` is accepted
-        for a uniform call signature and ignored. ``prefix_key_values``: optional per-layer ``(key, value)``
-        pairs ``(B, P, num_kv_heads, head_dim)``. ``cache``: per-layer
-        :class:`~mgpt.models.attention.KVCache` ``(B, S, num_kv_heads, head_dim)`` for decoding; then
-        ``position_ids`` ``(B, T)`` are required, ``attention_mask`` is ``(B, S)`` over the cache slots (slot
-        order is causal order) and the output carries the updated cache.
+        Gemma scales only looked-up embeddings, as transformers does. ``position_ids`` default to cumulative
+        positions over real tokens (``0..T-1`` for right padding); token types are ignored. Prefix
+        keys/values and caches are per key/value head: ``(B, P or S, num_kv_heads, head_dim)``.
         """
-        del token_type_ids
         arch = self.arch
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError(f"{arch.family}: pass exactly one of input_ids and inputs_embeds")
-        if inputs_embeds is None:
-            x = self.embed_tokens(input_ids)
+        check_inputs(inputs, arch.family, arch.num_layers)
+        if inputs.inputs_embeds is None:
+            x = self.embed_tokens(inputs.input_ids)
             if arch.scale_embeddings:  # the normaliser is rounded to the compute dtype, as in transformers
                 x = x * jnp.asarray(arch.hidden_size**0.5, self.dtype)
         else:
-            x = inputs_embeds.astype(self.dtype)
+            x = inputs.inputs_embeds.astype(self.dtype)
         batch, length = x.shape[:2]
-        if cache is not None and position_ids is None:
-            raise ValueError(f"{arch.family}: decoding with a cache needs the position_ids of the new tokens")
+        position_ids = inputs.position_ids
         if position_ids is None:
-            position_ids = default_positions(attention_mask, batch, length)
+            position_ids = default_positions(inputs.attention_mask, batch, length)
         position_ids = jnp.broadcast_to(position_ids, (batch, length))
-        if prefix_key_values is not None and len(prefix_key_values) != arch.num_layers:
-            raise ValueError(f"{arch.family}: {len(prefix_key_values)} prefix key/value pairs "
-                             f"for {arch.num_layers} layers")
         cos, sin = rope_cos_sin(position_ids, rope_inv_freq(arch.head_dim, arch.rope_theta, arch.rope_scaling))
-        x = first = constrain_hidden(x)
-        x, outputs, new_cache = scan_lib.run_layers(
-            self.layers, x, (cos, sin, attention_mask), deterministic, prefix_key_values, cache,
-            keep_hidden=return_hidden_states, scanned=self.scan_layers, length=arch.num_layers)
-        x = self.norm(x)
-        # transformers reports the last layer after the final norm
-        all_hidden = (first, *outputs[:-1], x) if return_hidden_states else None
-        return BackboneOutput(x, all_hidden, None, new_cache)
+        return run_decoder_layers(self.layers, constrain_hidden(x), (cos, sin, inputs.attention_mask), inputs,
+                                  self.norm, self.scan_layers, arch.num_layers)
 
     def attend(self, hidden):
         """Logits over the vocabulary with the token embedding as output matrix (the tied LM head)."""

@@ -1,24 +1,33 @@
 """The layer kit every model family composes.
 
 Dense layers with logical axes, norms (LayerNorm, RMSNorm incl. Gemma's ``1 + w``), activations, MLPs (GELU,
-gated SwiGLU/GeGLU), rotary embeddings, the KV-cache step, :class:`BackboneOutput` and the config helpers the
-families share (classifier-dropout fallback, dropout override). :mod:`mgpt.models.attention` is the one
-attention function. Families build their modules from these pieces and never import a sibling family for
+gated SwiGLU/GeGLU), rotary embeddings, the attention block (with its KV-cache step) over the one attention
+function :func:`mgpt.models.attention.attention`, running a decoder's layer stack, :class:`BackboneInputs` /
+:class:`BackboneOutput`, and the config helpers the families share (classifier-dropout fallback, dropout
+override). Families build their modules from these pieces and never import a sibling family for
 shared code; every module here takes plain sizes, not a family's architecture record.
 """
 
 from mgpt.models.layers.basic import (
     ACTIVATIONS,
     MLP,
-    BackboneOutput,
     GatedMLP,
     RMSNorm,
     activation_fn,
-    cached_attention_inputs,
     classifier_dropout,
     dense,
     dropout_rates,
     layer_norm,
+)
+from mgpt.models.layers.blocks import (
+    BackboneInputs,
+    BackboneOutput,
+    DecoderBackbone,
+    LayerModule,
+    attention_block,
+    check_inputs,
+    pre_norm_residual,
+    run_decoder_layers,
 )
 from mgpt.models.layers.rotary import (
     SUPPORTED_ROPE,
@@ -33,18 +42,24 @@ __all__ = [
     "ACTIVATIONS",
     "MLP",
     "SUPPORTED_ROPE",
+    "BackboneInputs",
     "BackboneOutput",
+    "DecoderBackbone",
     "GatedMLP",
+    "LayerModule",
     "RMSNorm",
     "activation_fn",
     "apply_rope",
-    "cached_attention_inputs",
+    "attention_block",
+    "check_inputs",
     "classifier_dropout",
     "default_positions",
     "dense",
     "dropout_rates",
     "layer_norm",
+    "pre_norm_residual",
     "rope_cos_sin",
     "rope_inv_freq",
     "rope_parameters",
+    "run_decoder_layers",
 ]

@@ -1,15 +1,14 @@
-"""Dense layers, norms, activations, MLPs, the backbone output, the KV-cache step and config helpers."""
+"""Dense layers, norms, activations, MLPs and the config helpers the families share."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mgpt.models.attention import update_kv_cache
 from mgpt.models.partitioning import NORM, dense_inits, named, norm_inits
 
 # Activation names used by transformers configs. "gelu" is the exact erf form; the *_new/_fast/_tanh
@@ -32,21 +31,6 @@ def activation_fn(name: str) -> Callable:
     if name not in ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
-
-
-class BackboneOutput(NamedTuple):
-    """What every backbone returns.
-
-    ``hidden_states`` follows transformers' ``output_hidden_states``: the embedding output, then each layer's
-    output (for decoders the last entry is after the final norm); None unless requested. ``pooled`` is the
-    encoder pooler output, or None. ``cache``: the updated per-layer :class:`KVCache` tuple when the decoder
-    was called with a cache, else None.
-    """
-
-    last_hidden_state: jax.Array
-    hidden_states: Optional[tuple]
-    pooled: Optional[jax.Array] = None
-    cache: Optional[tuple] = None
 
 
 # --- config helpers -------------------------------------------------------------------------------------
@@ -147,18 +131,3 @@ class GatedMLP(nn.Module):
             gate = proj(self.inner, "gate_proj", ("embed", "mlp"))(x)
             up = proj(self.inner, "up_proj", ("embed", "mlp"))(x)
         return proj(self.hidden, "down_proj", ("mlp", "embed"))(activation_fn(self.activation)(gate) * up)
-
-
-# --- KV cache -------------------------------------------------------------------------------------------
-
-
-def cached_attention_inputs(cache, key, value, key_mask):
-    """One decoding step's cache write: ``(cache, key, value, key_mask, q_positions)`` to attend with.
-
-    ``key``/``value`` ``(B, T, H, D)`` are written at the cache index; the returned keys/values are the
-    whole cache, ``key_mask`` marks the filled slots (ANDed with the batch's own mask when given) and
-    ``q_positions`` are the new queries' positions (see :func:`mgpt.models.attention.update_kv_cache`).
-    """
-    cache, filled, q_positions = update_kv_cache(cache, key, value)
-    key_mask = filled if key_mask is None else jnp.logical_and(filled, key_mask.astype(bool))
-    return cache, cache.key, cache.value, key_mask, q_positions
