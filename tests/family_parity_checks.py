@@ -98,29 +98,29 @@ PROMPTS = [[5, 9, 11, 3, 7], [12, 4], [8, 1, 30, 22, 17, 2, 9]]  # different len
 
 
 def check_cached_decoding(family, variant, tmp_path, steps=4):
-    """Prompt then one token at a time through the KV cache: the logits of one full forward pass (1e-5)."""
+    """The left-padded prompt, two single tokens, then two tokens at once through the KV cache: the logits
+    of one full forward pass (1e-5); the cache has the family's geometry."""
     make_checkpoint(tmp_path, family, "causal_lm", variant)
     model, params, spec, _ = load_pretrained(tmp_path, task="causal_lm")
-    ids, mask = generate.left_pad(PROMPTS, PAD)
+    prompt_ids, prompt_mask = generate.left_pad(PROMPTS, PAD)
     new = np.random.default_rng(0).integers(3, 64, (len(PROMPTS), steps)).astype(np.int32)
-    full_ids = np.concatenate([ids, new], axis=1)
-    full_mask = np.concatenate([mask, np.ones_like(new)], axis=1)
-    positions = generate.prompt_positions(jnp.asarray(full_mask))
-    step = jax.jit(lambda ids, positions, cache: model.apply(
-        {"params": params}, ids, attention_mask=full_mask, position_ids=positions, cache=cache))
-    full = model.apply({"params": params}, full_ids, attention_mask=full_mask, position_ids=positions)
-    cache = generate.init_cache(spec, len(PROMPTS), full_ids.shape[1])
-    head_dims = {(c.key.shape[2], c.key.shape[3]) for c in cache}
-    assert len(cache) == spec.arch.num_layers and head_dims == {(spec.arch.num_kv_heads, spec.arch.head_dim)}
-    prompt_len = ids.shape[1]
-    logits, cache = step(ids, positions[:, :prompt_len], cache)
-    pieces = [logits]
-    for t in range(steps):
-        slot = prompt_len + t
-        logits, cache = step(new[:, t:t + 1], positions[:, slot:slot + 1], cache)
-        pieces.append(logits)
-    real = full_mask.astype(bool)
-    np.testing.assert_allclose(np.concatenate(pieces, axis=1)[real], np.asarray(full)[real], atol=1e-5, rtol=1e-5)
+    ids = np.concatenate([prompt_ids, new], axis=1)
+    mask = np.concatenate([prompt_mask, np.ones_like(new)], axis=1)
+    positions = generate.prompt_positions(jnp.asarray(mask))
+    run = jax.jit(lambda ids, positions, cache: model.apply(
+        {"params": params}, ids, attention_mask=mask, position_ids=positions, cache=cache))
+    cache = generate.init_cache(spec, len(PROMPTS), ids.shape[1])
+    shapes = {c.key.shape[2:] for c in cache}
+    assert len(cache) == spec.arch.num_layers and shapes == {(spec.arch.num_kv_heads, spec.arch.head_dim)}
+    start = prompt_ids.shape[1]
+    bounds = (0, start, start + 1, start + 2, ids.shape[1])
+    chunks = []
+    for begin, end in zip(bounds, bounds[1:]):
+        logits, cache = run(ids[:, begin:end], positions[:, begin:end], cache)
+        chunks.append(np.asarray(logits))
+    full = np.asarray(apply(model, params, ids, mask, position_ids=positions))
+    real = mask.astype(bool)
+    np.testing.assert_allclose(np.concatenate(chunks, axis=1)[real], full[real], atol=1e-5, rtol=1e-5)
 
 
 def check_scan_equals_unscanned(family, variant, task, tmp_path):
