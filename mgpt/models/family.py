@@ -8,10 +8,13 @@ KV-cache geometry and its benchmark sizes.
 
 How to add a family (say ``phi3``)
 ----------------------------------
-1. Write ``mgpt/models/families/phi3.py``. Reuse what exists: a Llama-like decoder subclasses or
-   reconfigures :mod:`mgpt.models.families.llama` (see ``mistral.py``, ``qwen2.py``, ``gemma.py``, which
-   call :func:`mgpt.models.families.llama.decoder_family`); an encoder reuses
-   :mod:`mgpt.models.families.bert` (see ``roberta.py``). New layers are built from
+1. Write ``mgpt/models/families/phi3.py``. Reuse what exists: a Llama-like decoder reconfigures
+   :mod:`mgpt.models.families.llama` (see ``mistral.py``, ``qwen2.py``, ``gemma.py``: a ``read_arch`` that
+   adjusts ``llama.read_arch``'s record, then :func:`mgpt.models.families.llama.decoder_family`); where its
+   layers differ it subclasses the Llama modules at their hooks (``LlamaAttention.project_qkv`` for fused or
+   normalised q/k/v, ``LlamaDecoderLayer.attention_cls`` / ``feed_forward``, ``LlamaBackbone.layer_cls``)
+   and passes its own ``build_backbone`` and ``tensor_table`` to ``decoder_family``. An encoder reuses
+   :mod:`mgpt.models.families.bert` (see ``roberta.py``, ``distilbert.py``). New layers are built from
    :mod:`mgpt.models.layers` and :func:`mgpt.models.attention.attention`; never import a sibling family for a
    shared piece -- move the piece into the layer kit instead.
 2. Its architecture record subclasses :class:`Arch` (the shared fields keep their names; extras are

@@ -21,7 +21,6 @@ from mgpt.config import ConfigError
 from mgpt.models.family import get_family
 
 
-
 def embedding_table(base: Any, backbone_kind: str) -> jax.Array:
     """The token embedding table in ``base`` params, at the family's ``embedding_path`` (``backbone_kind``
     is the family name, ``spec.backbone_kind``)."""

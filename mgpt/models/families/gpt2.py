@@ -61,6 +61,10 @@ class GPT2Arch(Arch):
     def n_head(self) -> int:
         return self.num_heads
 
+    @property
+    def n_positions(self) -> int:  # learned positions: a hard length limit (mgpt.generate reads it)
+        return self.max_positions
+
 
 def read_arch(config, dropout: Optional[float] = None) -> GPT2Arch:
     """Read a ``GPT2Config``; ``dropout`` overrides every dropout rate when given."""

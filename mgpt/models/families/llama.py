@@ -1,10 +1,9 @@
-"""Llama: the decoder Mistral, Qwen2, Gemma, Qwen3 and Phi-3 reuse (their modules declare only what differs).
+"""Llama: the decoder Mistral, Qwen2 and Gemma reuse (their modules declare only what differs).
 
 Pre-norm blocks with RMSNorm (float32 math), rotary position embeddings (the ``rotate_half`` convention of
 transformers), grouped-query attention, a gated MLP (``down(act(gate) * up)``) and a final RMSNorm.
 :class:`LlamaArch` records what the reusing families change: biases, Gemma's scaled embeddings and
-``(1 + w)`` norm, sliding windows, tied or untied LM head, RoPE scaling ("linear", "llama3"), Qwen3's
-per-head q/k RMSNorm, Phi-3's fused ``qkv_proj``/``gate_up_proj``, partial RoPE and residual dropout.
+``(1 + w)`` norm, sliding windows, tied or untied LM head, RoPE scaling ("linear", "llama3").
 
 Param tree (under the task model's ``"backbone"``), kernels ``(in, out)``::
 
@@ -66,9 +65,6 @@ class LlamaArch(Arch):
     rope_scaling: tuple = ()  # sorted (key, value) pairs of the RoPE parameters besides rope_theta
     sliding_windows: tuple = ()  # per layer: window length or None
     token_classification_bias: bool = True
-    qk_norm: bool = False  # RMSNorm over head_dim on every query and key head, before RoPE (Qwen3)
-    fused_qkv: bool = False  # one qkv_proj: the queries, then the keys, then the values (Phi-3)
-    fused_gate_up: bool = False  # one gate_up_proj: the gate, then the up projection (Phi-3)
 
     @property
     def rope_type(self) -> str:
@@ -115,60 +111,72 @@ def read_arch(config, dropout: Optional[float] = None, partial_rotary: bool = Fa
 
 
 class LlamaAttention(LayerModule):
+    """Grouped-query self-attention with RoPE. A family whose projections differ (fused q/k/v, q/k norms)
+    subclasses it and overrides :meth:`project_qkv`."""
+
+    @nn.nowrap
+    def project_qkv(self, x):
+        """``(q, k, v)`` ``(B, T, heads or kv heads, head_dim)`` before RoPE (runs inside ``__call__``)."""
+        arch = self.arch
+        batch, length, _ = x.shape
+
+        def project(name, count):
+            layer = dense(count * arch.head_dim, arch.initializer_range, self.dtype, name, arch.qkv_bias,
+                          ("embed", "heads"))
+            return layer(x).reshape(batch, length, count, arch.head_dim)
+
+        heads, kv_heads = arch.num_heads, arch.num_kv_heads
+        return project("q_proj", heads), project("k_proj", kv_heads), project("v_proj", kv_heads)
+
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
         batch, length, _ = x.shape
-        heads, kv_heads, dim = arch.num_heads, arch.num_kv_heads, arch.head_dim
-
-        def project(name, count, bias):
-            layer = dense(count * dim, arch.initializer_range, self.dtype, name, bias, ("embed", "heads"))
-            return layer(x).reshape(batch, length, count, dim)
-
-        if arch.fused_qkv:
-            q, k, v = jnp.split(project("qkv_proj", heads + 2 * kv_heads, arch.qkv_bias), [heads, heads + kv_heads], 2)
-        else:
-            q, k, v = (project(name, count, arch.qkv_bias)
-                       for name, count in (("q_proj", heads), ("k_proj", kv_heads), ("v_proj", kv_heads)))
-        if arch.qk_norm:
-            q = RMSNorm(arch.norm_eps, dtype=self.dtype, name="q_norm")(q)
-            k = RMSNorm(arch.norm_eps, dtype=self.dtype, name="k_norm")(k)
+        q, k, v = self.project_qkv(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # decoding: the cache keeps kv heads (rotated keys); prefix keys/values are given per kv head
         out, cache = attention_block(self, q, k, v, key_mask, deterministic=deterministic,
                                      dropout_rate=arch.attention_dropout, prefix_kv=prefix_kv, cache=cache,
-                                     scale=dim**-0.5, sliding_window=arch.sliding_windows[self.layer_idx],
+                                     scale=arch.head_dim**-0.5, sliding_window=arch.sliding_windows[self.layer_idx],
                                      implementation=self.attention_impl)
         o_proj = dense(arch.hidden_size, arch.initializer_range, self.dtype, "o_proj", arch.o_bias, ("heads", "embed"))
         return o_proj(out.reshape(batch, length, -1)), cache
 
 
 class LlamaDecoderLayer(LayerModule):
+    """Pre-norm layer: RMSNorm -> attention -> residual, RMSNorm -> gated MLP -> residual. A family with its
+    own attention or MLP subclasses it, setting ``attention_cls`` or overriding :meth:`feed_forward`."""
+
+    attention_cls = LlamaAttention  # a class attribute, not a module field
+
+    @nn.nowrap
+    def feed_forward(self):
+        """The MLP module, named ``mlp`` (runs inside ``__call__``)."""
+        arch = self.arch
+        return GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
+                        arch.mlp_bias, self.dtype, name="mlp")
+
     @nn.compact
     def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
         arch = self.arch
-        attn = LlamaAttention(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")
-        mlp = GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
-                       arch.mlp_bias, self.dtype, arch.fused_gate_up, name="mlp")
+        attn = self.attention_cls(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")
         norms = tuple(RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype, name=name)
                       for name in ("input_layernorm", "post_attention_layernorm"))
-        drop = nn.Dropout(arch.hidden_dropout)  # each branch before its residual add (Phi-3's resid_pdrop)
-
-        def attend(h):
-            out, new_cache = attn(h, cos, sin, key_mask, deterministic, prefix_kv, cache)
-            return drop(out, deterministic=deterministic), new_cache
-
-        return pre_norm_residual(x, attend, lambda h: drop(mlp(h), deterministic=deterministic), norms, cache)
+        return pre_norm_residual(x, lambda h: attn(h, cos, sin, key_mask, deterministic, prefix_kv, cache),
+                                 self.feed_forward(), norms, cache)
 
 
 class LlamaBackbone(DecoderBackbone):
-    """Token embeddings, ``num_layers`` pre-norm decoder ``layers``, final RMSNorm."""
+    """Token embeddings, ``num_layers`` pre-norm decoder ``layers``, final RMSNorm (``layer_cls`` may be a
+    subclass of :class:`LlamaDecoderLayer` in a family that subclasses this backbone)."""
+
+    layer_cls = LlamaDecoderLayer  # a class attribute, not a module field
 
     def setup(self):
         arch = self.arch
         self.embed_tokens = nn.Embed(arch.vocab_size, arch.hidden_size, dtype=self.dtype,
                                      embedding_init=named(nn.initializers.normal(arch.initializer_range), EMBEDDING))
-        self.layers = self.layer_stack(LlamaDecoderLayer, 5)  # layers_0, ... (arg 5: deterministic)
+        self.layers = self.layer_stack(self.layer_cls, 5)  # layers_0, ... (arg 5: deterministic)
         self.norm = RMSNorm(arch.norm_eps, arch.gemma_norm, self.dtype)
 
     def __call__(self, inputs: BackboneInputs) -> BackboneOutput:
@@ -201,8 +209,7 @@ class LlamaBackbone(DecoderBackbone):
 
 
 def tensor_table(spec) -> dict[str, Entry]:
-    """Llama, Mistral, Qwen2 and Gemma share one layout; biases follow the architecture flags (Qwen3 and
-    Phi-3 edit this table in their modules)."""
+    """Llama, Mistral, Qwen2 and Gemma share one layout; biases follow the architecture flags."""
     arch = spec.arch
     t: dict[str, Entry] = {}
     b = ("backbone",)

@@ -17,8 +17,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import flax.linen as nn
+import jax.numpy as jnp
+
 from mgpt.models.families import llama
 from mgpt.models.family import register
+from mgpt.models.layers import GatedMLP, RMSNorm, dense, pre_norm_residual
 from mgpt.models.mappings import Entry, add_rows
 
 FUSED = {"self_attn": ("qkv_proj", ("q_proj", "k_proj", "v_proj")), "mlp": ("gate_up_proj", ("gate_proj", "up_proj"))}
@@ -28,9 +32,57 @@ def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
     """Read a ``Phi3Config``; ``dropout`` overrides every rate (``resid_pdrop`` included)."""
     arch = llama.read_arch(config, dropout, partial_rotary=True)
     return dataclasses.replace(
-        arch, qkv_bias=False, o_bias=False, mlp_bias=False, fused_qkv=True, fused_gate_up=True,
+        arch, qkv_bias=False, o_bias=False, mlp_bias=False,
         hidden_dropout=float(config.resid_pdrop if dropout is None else dropout),
         sliding_windows=(config.sliding_window,) * arch.num_layers)  # Phi3Model windows every layer when set
+
+
+class Phi3Attention(llama.LlamaAttention):
+    """Llama's attention with one ``qkv_proj`` split into queries, keys and values."""
+
+    @nn.nowrap
+    def project_qkv(self, x):
+        arch = self.arch
+        heads, kv_heads = arch.num_heads, arch.num_kv_heads
+        qkv = dense((heads + 2 * kv_heads) * arch.head_dim, arch.initializer_range, self.dtype, "qkv_proj", False,
+                    ("embed", "heads"))(x)
+        qkv = qkv.reshape(*x.shape[:2], heads + 2 * kv_heads, arch.head_dim)
+        return tuple(jnp.split(qkv, [heads, heads + kv_heads], axis=2))
+
+
+class Phi3DecoderLayer(llama.LlamaDecoderLayer):
+    """Llama's pre-norm layer with the fused MLP and ``resid_pdrop`` on both branches before their residual add."""
+
+    attention_cls = Phi3Attention
+
+    @nn.nowrap
+    def feed_forward(self):
+        arch = self.arch
+        return GatedMLP(arch.hidden_size, arch.intermediate_size, arch.activation, arch.initializer_range,
+                        dtype=self.dtype, fused=True, name="mlp")
+
+    @nn.compact
+    def __call__(self, x, cos, sin, key_mask, deterministic: bool, prefix_kv=None, cache=None):
+        arch = self.arch
+        drop = nn.Dropout(arch.hidden_dropout)
+        attention = self.attention_cls(arch, self.layer_idx, self.dtype, self.attention_impl, name="self_attn")
+        mlp = self.feed_forward()
+
+        def attend(h):
+            out, new_cache = attention(h, cos, sin, key_mask, deterministic, prefix_kv, cache)
+            return drop(out, deterministic=deterministic), new_cache
+
+        norms = (RMSNorm(arch.norm_eps, dtype=self.dtype, name="input_layernorm"),
+                 RMSNorm(arch.norm_eps, dtype=self.dtype, name="post_attention_layernorm"))
+        return pre_norm_residual(x, attend, lambda h: drop(mlp(h), deterministic=deterministic), norms, cache)
+
+
+class Phi3Backbone(llama.LlamaBackbone):
+    layer_cls = Phi3DecoderLayer
+
+
+def build_backbone(spec) -> Phi3Backbone:
+    return Phi3Backbone(spec.arch, spec.compute_dtype, spec.remat, spec.scan_layers, spec.attention_impl)
 
 
 def tensor_table(spec) -> dict[str, Entry]:
@@ -57,5 +109,5 @@ BENCH_SIZES = {  # Phi-3-mini-4k's shape
                       intermediate_size=8192, vocab_size=32064, max_position_embeddings=4096, pad_token_id=32000),
 }
 
-FAMILY = register(llama.decoder_family("phi3", read_arch, "Phi3", BENCH_SIZES, tensor_table=tensor_table,
-                                       peft_targets=PEFT_TARGETS))
+FAMILY = register(llama.decoder_family("phi3", read_arch, "Phi3", BENCH_SIZES, build_backbone=build_backbone,
+                                       tensor_table=tensor_table, peft_targets=PEFT_TARGETS))

@@ -14,8 +14,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import flax.linen as nn
+
 from mgpt.models.families import llama
 from mgpt.models.family import register
+from mgpt.models.layers import RMSNorm
 from mgpt.models.mappings import Entry, add_rows
 
 
@@ -26,8 +29,31 @@ def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
     window = config.sliding_window  # None unless use_sliding_window (Qwen3Config.__post_init__)
     windows = tuple(window if window is not None and kind == "sliding_attention" else None
                     for kind in config.layer_types)
-    return dataclasses.replace(arch, qkv_bias=bias, o_bias=bias, mlp_bias=False, qk_norm=True,
-                               sliding_windows=windows)
+    return dataclasses.replace(arch, qkv_bias=bias, o_bias=bias, mlp_bias=False, sliding_windows=windows)
+
+
+class Qwen3Attention(llama.LlamaAttention):
+    """Llama's attention with ``q_norm``/``k_norm`` on each head of the projected queries and keys."""
+
+    @nn.nowrap
+    def project_qkv(self, x):
+        q, k, v = super().project_qkv(x)
+        arch = self.arch
+        q = RMSNorm(arch.norm_eps, dtype=self.dtype, name="q_norm")(q)
+        k = RMSNorm(arch.norm_eps, dtype=self.dtype, name="k_norm")(k)
+        return q, k, v
+
+
+class Qwen3DecoderLayer(llama.LlamaDecoderLayer):
+    attention_cls = Qwen3Attention
+
+
+class Qwen3Backbone(llama.LlamaBackbone):
+    layer_cls = Qwen3DecoderLayer
+
+
+def build_backbone(spec) -> Qwen3Backbone:
+    return Qwen3Backbone(spec.arch, spec.compute_dtype, spec.remat, spec.scan_layers, spec.attention_impl)
 
 
 def tensor_table(spec) -> dict[str, Entry]:
@@ -46,4 +72,5 @@ BENCH_SIZES = {  # Qwen3-0.6B's shape
                        tie_word_embeddings=True),
 }
 
-FAMILY = register(llama.decoder_family("qwen3", read_arch, "Qwen3", BENCH_SIZES, tensor_table=tensor_table))
+FAMILY = register(llama.decoder_family("qwen3", read_arch, "Qwen3", BENCH_SIZES, build_backbone=build_backbone,
+                                       tensor_table=tensor_table))
