@@ -32,6 +32,16 @@ def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
     return dataclasses.replace(arch, qkv_bias=bias, o_bias=bias, mlp_bias=False, sliding_windows=windows)
 
 
+def tensor_table(spec) -> dict[str, Entry]:
+    """Llama's table plus each layer's ``self_attn.q_norm`` / ``self_attn.k_norm``."""
+    table = llama.tensor_table(spec)
+    for i in range(spec.arch.num_layers):
+        for name in ("q_norm", "k_norm"):
+            add_rows(table, f"layers.{i}.self_attn.{name}", ("backbone", f"layers_{i}", "self_attn", name),
+                     "layernorm", bias=False)
+    return table
+
+
 class Qwen3Attention(llama.LlamaAttention):
     """Llama's attention with ``q_norm``/``k_norm`` on each head of the projected queries and keys."""
 
@@ -54,16 +64,6 @@ class Qwen3Backbone(llama.LlamaBackbone):
 
 def build_backbone(spec) -> Qwen3Backbone:
     return Qwen3Backbone(spec.arch, spec.compute_dtype, spec.remat, spec.scan_layers, spec.attention_impl)
-
-
-def tensor_table(spec) -> dict[str, Entry]:
-    """Llama's table plus each layer's ``self_attn.q_norm`` / ``self_attn.k_norm``."""
-    table = llama.tensor_table(spec)
-    for i in range(spec.arch.num_layers):
-        for name in ("q_norm", "k_norm"):
-            add_rows(table, f"layers.{i}.self_attn.{name}", ("backbone", f"layers_{i}", "self_attn", name),
-                     "layernorm", bias=False)
-    return table
 
 
 BENCH_SIZES = {  # Qwen3-0.6B's shape
