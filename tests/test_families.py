@@ -17,6 +17,7 @@ from mgpt.models.mappings import architecture, checkpoint_task, mapping_table
 from mgpt.peft import prompts, targets
 
 from family_checkpoints import CONFIGS
+import family_checkpoints_new  # noqa: F401,E402 -- adds the Qwen3 and Phi-3 configs to CONFIGS
 
 
 def _gpt2(**kwargs):
@@ -144,7 +145,7 @@ def test_scan_layout_and_blockers():
 
 def test_bench_sizes_are_declared_by_their_families():
     sizes = bench.named_sizes()
-    assert set(sizes) == {"gpt2-small", "gpt2-medium", "llama-125m", "llama-1b", "bert-base"}
+    assert set(sizes) == {"gpt2-small", "gpt2-medium", "llama-125m", "llama-1b", "bert-base", "qwen3-0.6b", "phi3-mini"}
     for name, (owner, _) in sizes.items():
         config = bench.hf_config_for(name, 128)
         assert config.model_type == owner and name in get_family(owner).bench_sizes

@@ -7,6 +7,8 @@ from mgpt.models.families import (  # noqa: F401 -- imported for their register(
     gpt2,
     llama,
     mistral,
+    phi3,
     qwen2,
+    qwen3,
     roberta,
 )

@@ -71,9 +71,10 @@ class LlamaArch(Arch):
         return dict(self.rope_scaling).get("rope_type", "default")
 
 
-def read_arch(config, dropout: Optional[float] = None) -> LlamaArch:
+def read_arch(config, dropout: Optional[float] = None, partial_rotary: bool = False) -> LlamaArch:
     """Read a Llama-style transformers config (Llama's own bias flags, no sliding window); ``dropout``
-    overrides every rate. The reusing families adjust the result with ``dataclasses.replace``."""
+    overrides every rate. The reusing families adjust the result with ``dataclasses.replace``;
+    ``partial_rotary``: the family's RoPE honours ``partial_rotary_factor`` (see ``rope_parameters``)."""
     family = config.model_type
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -83,7 +84,7 @@ def read_arch(config, dropout: Optional[float] = None) -> LlamaArch:
     if getattr(config, "use_bidirectional_attention", False):
         raise ValueError(f"{family} config: use_bidirectional_attention=True is not supported (mgpt is causal)")
     activation_fn(config.hidden_act)  # fail early on an unknown name
-    theta, scaling = rope_parameters(config)
+    theta, scaling = rope_parameters(config, partial_rotary)
     rates = dropout_rates({"attention_dropout": getattr(config, "attention_dropout", 0.0) or 0.0,
                            "classifier_dropout": classifier_dropout(config)}, dropout)
     attention_bias = bool(getattr(config, "attention_bias", False))

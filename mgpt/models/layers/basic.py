@@ -108,7 +108,9 @@ class MLP(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """``down(act(gate(x)) * up(x))``: SwiGLU (silu) or GeGLU (gelu), as the Llama family."""
+    """``down(act(gate(x)) * up(x))``: SwiGLU (silu) or GeGLU (gelu), as the Llama family.
+
+    ``fused``: one ``gate_up_proj`` whose output holds the gate, then the up projection (Phi-3)."""
 
     hidden: int
     inner: int
@@ -116,12 +118,16 @@ class GatedMLP(nn.Module):
     init_std: float
     use_bias: bool = False
     dtype: Any = jnp.float32
+    fused: bool = False
 
     @nn.compact
     def __call__(self, x):
         def proj(features, name, axes):
             return dense(features, self.init_std, self.dtype, name, self.use_bias, axes)
 
-        gate = proj(self.inner, "gate_proj", ("embed", "mlp"))(x)
-        up = proj(self.inner, "up_proj", ("embed", "mlp"))(x)
+        if self.fused:
+            gate, up = jnp.split(proj(2 * self.inner, "gate_up_proj", ("embed", "mlp"))(x), 2, axis=-1)
+        else:
+            gate = proj(self.inner, "gate_proj", ("embed", "mlp"))(x)
+            up = proj(self.inner, "up_proj", ("embed", "mlp"))(x)
         return proj(self.hidden, "down_proj", ("mlp", "embed"))(activation_fn(self.activation)(gate) * up)

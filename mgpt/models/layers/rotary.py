@@ -10,10 +10,11 @@ import numpy as np
 SUPPORTED_ROPE = ("default", "linear", "llama3")
 
 
-def rope_parameters(config) -> tuple[float, tuple]:
+def rope_parameters(config, partial_rotary: bool = False) -> tuple[float, tuple]:
     """``(rope_theta, scaling)`` of a transformers config: ``scaling`` the sorted ``(key, value)`` pairs of
-    its RoPE parameters besides the theta. Refuses kinds outside :data:`SUPPORTED_ROPE`, per-layer
-    parameters and partial rotary factors."""
+    its RoPE parameters besides the theta. Refuses kinds outside :data:`SUPPORTED_ROPE` and per-layer
+    parameters; a ``partial_rotary_factor`` != 1 is kept in ``scaling`` when the family's RoPE honours it
+    (``partial_rotary``, e.g. Phi-3), else refused."""
     params = dict(getattr(config, "rope_parameters", None) or {})
     if not params:  # configs written before rope_parameters existed
         params = dict(getattr(config, "rope_scaling", None) or {})
@@ -27,21 +28,25 @@ def rope_parameters(config) -> tuple[float, tuple]:
     if kind not in SUPPORTED_ROPE:
         raise ValueError(f"{config.model_type} config: rope_type={kind!r} is not supported; "
                          f"mgpt supports {SUPPORTED_ROPE}")
-    if float(params.get("partial_rotary_factor", 1.0) or 1.0) != 1.0:
-        raise ValueError(f"{config.model_type} config: partial_rotary_factor != 1 is not supported")
+    factor = float(params.pop("partial_rotary_factor", 1.0) or 1.0)
+    if factor != 1.0:
+        if not partial_rotary:
+            raise ValueError(f"{config.model_type} config: partial_rotary_factor != 1 is not supported")
+        params["partial_rotary_factor"] = factor
     if kind == "llama3" and "original_max_position_embeddings" not in params:
         params["original_max_position_embeddings"] = config.max_position_embeddings
     theta = float(params.pop("rope_theta"))
-    params.pop("partial_rotary_factor", None)
     return theta, tuple(sorted(params.items()))
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: tuple = ()) -> np.ndarray:
-    """Inverse frequencies ``(head_dim // 2,)`` in float32 with the RoPE ``scaling`` (sorted ``(key, value)``
-    pairs: ``rope_type`` "default", "linear" with ``factor``, or "llama3"), as transformers computes them."""
-    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
-    inv_freq = (np.float32(1.0) / (np.float32(theta) ** exponent)).astype(np.float32)
+    """Inverse frequencies ``(rotary_dim // 2,)`` in float32 with the RoPE ``scaling`` (sorted ``(key, value)``
+    pairs: ``rope_type`` "default", "linear" with ``factor``, or "llama3"), as transformers computes them.
+    ``rotary_dim`` is ``head_dim``, or ``int(head_dim * partial_rotary_factor)`` when ``scaling`` has one."""
     params = dict(scaling)
+    dim = int(head_dim * params.get("partial_rotary_factor", 1.0))
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = (np.float32(1.0) / (np.float32(theta) ** exponent)).astype(np.float32)
     kind = params.get("rope_type", "default")
     if kind == "linear":
         inv_freq = inv_freq / np.float32(params["factor"])
@@ -67,12 +72,16 @@ def rope_cos_sin(positions, inv_freq: np.ndarray):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate ``x`` ``(B, T, H, D)`` by position: ``x * cos + rotate_half(x) * sin`` (cos/sin in x's dtype)."""
+    """Rotate ``x`` ``(B, T, H, D)`` by position: ``x * cos + rotate_half(x) * sin`` (cos/sin in x's dtype).
+
+    cos/sin narrower than ``D`` (partial RoPE) turn the first dims of each head and pass the rest unchanged."""
     cos = cos[:, :, None, :].astype(x.dtype)
     sin = sin[:, :, None, :].astype(x.dtype)
-    half = x.shape[-1] // 2
+    dim = cos.shape[-1]
+    x, rest = x[..., :dim], x[..., dim:]
+    half = dim // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos + rotated * sin
+    return jnp.concatenate([x * cos + rotated * sin, rest], axis=-1)
 
 
 def default_positions(attention_mask, batch: int, length: int):
