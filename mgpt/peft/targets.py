@@ -3,7 +3,9 @@
 Modules are named by their '/'-joined path in the task model's param tree, e.g.
 ``backbone/h_0/attn/c_attn`` (GPT-2), ``backbone/encoder/layer_0/attention/self/query`` (BERT family) or
 ``backbone/layers_0/self_attn/q_proj`` (Llama family). Only dense layers (a 2-D ``kernel``) under
-``backbone`` can be targets; the task head is trained whole (``peft.train_head``).
+``backbone`` can be targets; the task head is trained whole (``peft.train_head``). With
+``model.scan_layers`` a layer stack is one module path (``backbone/h/attn/c_attn``) whose kernel has a
+leading layer axis ``(L, in, out)``; every method's params then carry the same leading axis.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ ADAPTER_SITES = {
 }
 
 
-def dense_modules(base_params: Any) -> dict[str, tuple[int, int]]:
-    """'/'-joined path -> kernel shape ``(in, out)`` of every dense layer in the backbone."""
+def dense_modules(base_params: Any) -> dict[str, tuple[int, ...]]:
+    """'/'-joined path -> kernel shape of every dense layer in the backbone: ``(in, out)``, or ``(L, in, out)``
+    for a scanned layer stack."""
     flat = traverse_util.flatten_dict(base_params)
     return {
         "/".join(path[:-1]): tuple(value.shape)
         for path, value in flat.items()
-        if path[0] == "backbone" and path[-1] == "kernel" and len(value.shape) == 2
+        if path[0] == "backbone" and path[-1] == "kernel" and len(value.shape) in (2, 3)
     }
 
 
