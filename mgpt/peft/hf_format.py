@@ -35,7 +35,7 @@ from mgpt.models import scan as scan_lib
 from mgpt.models.mappings import BASE_PREFIX, mapping_table
 from mgpt.models.safetensors_io import CheckpointError
 from mgpt.peft import targets
-from mgpt.peft.method import format_for, get_method
+from mgpt.peft.method import format_for, get_method, method_names
 from mgpt.peft.model import PeftModel, to_scanned, to_unscanned, wrap
 
 CONFIG_FILE = "adapter_config.json"
@@ -69,8 +69,9 @@ def save_adapter(out_dir: str | os.PathLike, peft_model: PeftModel, params: dict
     spec, cfg = peft_model.spec, peft_model.cfg
     fmt = get_method(cfg.method).peft_format
     if fmt is None:
-        raise ValueError(f"save_adapter: peft.method={cfg.method!r} has no peft-library format here; "
-                         "lora, dora and ia3 do (merge or use checkpoint.trainable_only for the others)")
+        having = ", ".join(name for name in method_names() if get_method(name).peft_format is not None)
+        raise ValueError(f"save_adapter: peft.method={cfg.method!r} has no peft-library format here; {having} "
+                         "do (merge or use checkpoint.trainable_only for the others)")
     if getattr(spec, "scan_layers", False):  # the format names layers one by one
         params = to_unscanned(params, spec)
     names = module_names(spec)
