@@ -42,9 +42,10 @@ def init(rng: jax.Array, base: Any, paths: list[str], size: int, std: float) -> 
     if size < 1:
         raise ConfigError(f"peft.adapter_size must be >= 1, got {size}")
     out = {}
-    for index, path in enumerate(paths):
+    keys = targets.module_keys(rng, base, paths)
+    for path in paths:
         *lead, _, width = targets.get_path(base, path)["kernel"].shape
-        down = std * jax.random.normal(jax.random.fold_in(rng, index), (*lead, width, size))
+        down = std * targets.draw(lambda key, width=width: jax.random.normal(key, (width, size)), keys[path], bool(lead))
         out[path] = {
             "adapter_down": {"kernel": down, "bias": jnp.zeros((*lead, size), jnp.float32)},
             "adapter_up": {"kernel": jnp.zeros((*lead, size, width), jnp.float32),

@@ -48,13 +48,15 @@ def init(rng: jax.Array, base: Any, paths: list[str], rank: int, dora: bool) -> 
     if rank < 1:
         raise ValueError(f"peft.rank must be >= 1, got {rank}")
     out = {}
-    for index, path in enumerate(paths):
+    keys = targets.module_keys(rng, base, paths)
+    for path in paths:
         kernel = targets.get_path(base, path)["kernel"]
         *lead, fan_in, fan_out = kernel.shape
         bound = 1.0 / math.sqrt(fan_in)
-        key = jax.random.fold_in(rng, index)
+        sample = lambda key, fan_in=fan_in, bound=bound: jax.random.uniform(  # noqa: E731
+            key, (fan_in, rank), jnp.float32, -bound, bound)
         params = {
-            "lora_a": jax.random.uniform(key, (*lead, fan_in, rank), jnp.float32, -bound, bound),
+            "lora_a": targets.draw(sample, keys[path], bool(lead)),
             "lora_b": jnp.zeros((*lead, rank, fan_out), jnp.float32),
         }
         if dora:
