@@ -201,11 +201,10 @@ def _as_tuple(axis) -> tuple:
 def make_layout(cfg: ParallelConfig, mesh: Mesh, model: Optional[Any] = None) -> Layout:
     """The layout of ``cfg.rules`` for ``model`` (a task model, or a PEFT wrapper around one)."""
     logical = {}
-    module = getattr(model, "model", model)  # PEFT wraps the Linen task model
-    if module is not None and hasattr(module, "init"):
+    if model is not None:
         from mgpt.models.partitioning import logical_axes
 
-        logical = logical_axes(module)
+        logical = logical_axes(model)
     return Layout(mesh, layout_rules(cfg), logical)
 
 

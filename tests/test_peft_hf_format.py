@@ -140,3 +140,26 @@ def test_llama_family_lora_with_untied_lm_head(tmp_path):
                                             "model.layers.0.self_attn.v_proj"]
     loaded = hf_peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(directory), out)
     assert _diff(_torch_logits(loaded.eval(), ids, mask), ours, mask) < 1e-4
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_scanned_model_adapters_save_per_layer_and_load_back_stacked(tmp_path, method):
+    """With scan_layers the adapter is written layer by layer (peft loads it onto the transformers model with the
+    same logits) and read back onto the scanned model with exactly the params it was saved from."""
+    import family_checkpoints as fc
+
+    directory = str(tmp_path / "llama")
+    fc.make_checkpoint(directory, "llama", "causal_lm")
+    model, params, spec, _ = load_pretrained(directory, task="causal_lm", scan_layers=True)
+    peft_model, p = peft.wrap(model, params, spec, PeftConfig(method=method, rank=2), jax.random.PRNGKey(0))
+    assert p["peft"][method]["backbone"]["layers"]  # one stacked entry, not layers_0, layers_1
+    p["peft"] = jax.tree_util.tree_map(lambda x: x + 0.1, p["peft"])
+    ids, mask = fc.make_batch()
+    ours = np.asarray(peft_model.apply({"params": p}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+    out = hf_format.save_adapter(tmp_path / "adapter", peft_model, p)
+    loaded = hf_peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(directory), out)
+    assert _diff(_torch_logits(loaded.eval(), ids, mask), ours, mask) < 1e-4
+    _, back = hf_format.load_adapter(out, model, params, spec)
+    assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(p)
+    for x, y in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(p)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

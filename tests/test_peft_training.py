@@ -108,3 +108,19 @@ def test_trainable_only_checkpoints_resume_exactly_and_check_the_base(experiment
     wrong = config_lib.apply_overrides(config, [f"model.name_or_path={other}", "train.max_steps=6"])
     with pytest.raises(ValueError, match=re.escape("does not match the base loaded now") + ".*frozen values differ"):
         _train(wrong, workdir)
+
+
+def test_lora_with_scanned_layers_trains_like_per_layer_layers(experiment, tmp_path):
+    """build_run takes PEFT with model.scan_layers (it used to refuse it): without dropout (whose per-layer keys
+    differ under the scan) four steps end at the per-layer run's params. Plain SGD, because Adam's first steps
+    are sign-like and would blow float-rounding differences of near-zero gradients up to a learning rate."""
+    from mgpt import peft
+
+    overrides = ("peft.dropout=0.0", "model.dropout=0.0", "optimizer.name=sgd")
+    _, _, plain, _ = _train(_config(experiment, *overrides), str(tmp_path / "plain"))
+    run, _, scanned, finished = _train(_config(experiment, *overrides, "model.scan_layers=true"), str(tmp_path / "scan"))
+    assert finished and "h" in scanned["peft"]["lora"]["backbone"]
+    back = peft.to_unscanned(scanned, run.spec)
+    assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(plain)
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -4,19 +4,21 @@ An adapter maps a sub-layer's output ``h`` to ``h + up(act(down(h)))`` with ``do
 ``(m, E)``; ``up`` starts at zero, so the adapted model starts equal to the base model. Houlsby places one
 after the attention output projection and one after the FFN output projection of every layer; Pfeiffer only
 after the FFN. They sit on the projection's output, before the residual add (and before the dropout and
-LayerNorm of post-LN encoders), through a Flax method interceptor on the projection's ``Dense``.
+LayerNorm of post-LN encoders), through a Flax method interceptor on the projection's ``Dense``, which
+finds the adapter beside that layer's kernel (:func:`mgpt.peft.method.inject`); in a scanned layer stack
+the adapters carry the stack's leading layer axis and ``nn.scan`` hands each layer its own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mgpt.config import ConfigError
+from mgpt.config import ConfigError, PeftConfig
 from mgpt.models.layers import activation_fn
+from mgpt.peft import method as method_lib
 from mgpt.peft import targets
 
 PLACEMENTS = {"houlsby": ("attention", "ffn"), "pfeiffer": ("ffn",)}
@@ -40,12 +42,14 @@ def init(rng: jax.Array, base: Any, paths: list[str], size: int, std: float) -> 
     if size < 1:
         raise ConfigError(f"peft.adapter_size must be >= 1, got {size}")
     out = {}
-    for index, path in enumerate(paths):
-        width = targets.get_path(base, path)["kernel"].shape[1]
+    keys = targets.module_keys(rng, base, paths)
+    for path in paths:
+        *lead, _, width = targets.get_path(base, path)["kernel"].shape
+        down = std * targets.draw(lambda key, width=width: jax.random.normal(key, (width, size)), keys[path], bool(lead))
         out[path] = {
-            "adapter_down": {"kernel": std * jax.random.normal(jax.random.fold_in(rng, index), (width, size)),
-                             "bias": jnp.zeros((size,), jnp.float32)},
-            "adapter_up": {"kernel": jnp.zeros((size, width), jnp.float32), "bias": jnp.zeros((width,), jnp.float32)},
+            "adapter_down": {"kernel": down, "bias": jnp.zeros((*lead, size), jnp.float32)},
+            "adapter_up": {"kernel": jnp.zeros((*lead, size, width), jnp.float32),
+                           "bias": jnp.zeros((*lead, width), jnp.float32)},
         }
     return targets.nest(out)
 
@@ -67,15 +71,28 @@ def bottleneck(h: jax.Array, p: dict, activation: str) -> jax.Array:
     return h + z @ up["kernel"].astype(h.dtype) + up["bias"].astype(h.dtype)
 
 
-def interceptor(adapter_tree: Any, activation: str):
-    """A Flax method interceptor applying each site's adapter to that ``Dense``'s output."""
-    by_path = _by_path(adapter_tree)
+def interceptor(activation: str):
+    """A Flax method interceptor applying the adapter injected beside a ``Dense``'s kernel to its output."""
 
     def intercept(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if context.method_name != "__call__" or not isinstance(context.module, nn.Dense):
-            return out
-        p = by_path.get("/".join(context.module.path))
+        p = method_lib.dense_params(context, "adapter_down")
         return out if p is None else bottleneck(out, p, activation)
 
     return intercept
+
+
+# --- the registered method: "adapter" -----------------------------------------------------------------
+
+
+def _init(rng: jax.Array, base: Any, spec, cfg: PeftConfig) -> dict:
+    found = sites(base, spec.backbone_kind, cfg.adapter_placement)
+    return {"adapter": init(rng, base, found, cfg.adapter_size, cfg.init_std)}
+
+
+def _apply(call: method_lib.Call) -> method_lib.Call:
+    base = method_lib.inject(call.base, _by_path(call.peft["adapter"]))
+    return call.replace(base=base).intercept(interceptor(call.cfg.adapter_activation))
+
+
+method_lib.register_method(method_lib.PeftMethod("adapter", _init, _apply))

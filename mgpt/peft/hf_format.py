@@ -1,4 +1,7 @@
-"""LoRA, DoRA and IA3 adapters in the ``peft`` library's format: ``adapter_config.json`` + ``adapter_model.safetensors``.
+"""PEFT params in the ``peft`` library's format: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+The methods with a :class:`~mgpt.peft.method.PeftFormat` (LoRA, DoRA, IA3) say how their tensors and config
+entries look; this module does the rest (module names, the head, files, checks) for all of them.
 
 :func:`save_adapter` writes a directory that ``peft.PeftModel.from_pretrained(<transformers model>, dir)``
 loads onto the matching ``transformers`` model (the one :func:`mgpt.save_pretrained` would write, or the
@@ -17,6 +20,7 @@ Tensor layout (``peft`` names, PyTorch ``(out, in)`` convention; mgpt kernels ar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -26,12 +30,13 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from mgpt.config import PeftConfig
 from mgpt.models import safetensors_io as st
+from mgpt.models import scan as scan_lib
 from mgpt.models.mappings import BASE_PREFIX, mapping_table
 from mgpt.models.safetensors_io import CheckpointError
-from mgpt.peft import lora, targets
-from mgpt.peft.model import PeftModel, wrap
+from mgpt.peft import targets
+from mgpt.peft.method import format_for, get_method, method_names
+from mgpt.peft.model import PeftModel, to_scanned, to_unscanned, wrap
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -60,13 +65,17 @@ def _host(x) -> np.ndarray:
 
 def save_adapter(out_dir: str | os.PathLike, peft_model: PeftModel, params: dict,
                  base_model_name_or_path: Optional[str] = None) -> str:
-    """Write ``params["peft"]`` (LoRA, DoRA or IA3) and the task head in the ``peft`` format."""
+    """Write ``params["peft"]`` (of a method with a ``peft``-library format: LoRA, DoRA, IA3) and the task head."""
     spec, cfg = peft_model.spec, peft_model.cfg
-    if cfg.method not in ("lora", "dora", "ia3"):
-        raise ValueError(f"save_adapter: peft.method={cfg.method!r} has no peft-library format here; "
-                         "lora, dora and ia3 do (merge or use checkpoint.trainable_only for the others)")
+    fmt = get_method(cfg.method).peft_format
+    if fmt is None:
+        having = ", ".join(name for name in method_names() if get_method(name).peft_format is not None)
+        raise ValueError(f"save_adapter: peft.method={cfg.method!r} has no peft-library format here; {having} "
+                         "do (merge or use checkpoint.trainable_only for the others)")
+    if getattr(spec, "scan_layers", False):  # the format names layers one by one
+        params = to_unscanned(params, spec)
     names = module_names(spec)
-    tree = params["peft"]["ia3" if cfg.method == "ia3" else "lora"]
+    tree = params["peft"][fmt.group]
     modules = targets.modules_of(tree)
     conv1d = {names[path][1] for path in modules}
     tensors: dict[str, np.ndarray] = {}
@@ -79,23 +88,8 @@ def save_adapter(out_dir: str | os.PathLike, peft_model: PeftModel, params: dict
     }
     for path, p in modules.items():
         key = PREFIX + names[path][0]
-        if cfg.method == "ia3":
-            if "ia3_in" in p:
-                tensors[f"{key}.ia3_l"] = _host(p["ia3_in"])[None, :]
-            else:
-                tensors[f"{key}.ia3_l"] = _host(p["ia3_out"])[:, None]
-        else:
-            tensors[f"{key}.lora_A.weight"] = _host(p["lora_a"]).T
-            tensors[f"{key}.lora_B.weight"] = _host(p["lora_b"]).T
-            if "magnitude" in p:
-                tensors[f"{key}.lora_magnitude_vector"] = _host(p["magnitude"])
-    if cfg.method == "ia3":
-        config.update(peft_type="IA3", init_ia3_weights=True, feedforward_modules=sorted(
-            names[path][0] for path, p in modules.items() if "ia3_in" in p))
-    else:
-        alpha = int(cfg.alpha) if float(cfg.alpha).is_integer() else cfg.alpha
-        config.update(peft_type="LORA", r=lora.rank_of(tree), lora_alpha=alpha, lora_dropout=cfg.dropout,
-                      use_rslora=cfg.use_rslora, use_dora=cfg.method == "dora", bias="none", init_lora_weights=True)
+        tensors.update({f"{key}.{suffix}": value for suffix, value in fmt.encode(p).items()})
+    config.update(fmt.config(cfg, tree, lambda path: names[path][0]))
     # The head goes along whole (peft's modules_to_save): initialised or trained, it is not in the base model.
     flat = traverse_util.flatten_dict(params["base"])
     heads = _head_tensors(spec)
@@ -146,14 +140,15 @@ def load_adapter(directory: str | os.PathLike, model, base_params: Any, spec, dr
                  train_head: bool = True) -> tuple[PeftModel, dict]:
     """A ``peft``-format LoRA/DoRA/IA3 adapter onto an mgpt model: ``(peft_model, {"base", "peft"})``.
 
-    ``model``/``base_params``/``spec`` come from :func:`mgpt.models.load_pretrained` with the adapter's task;
-    the head tensors in ``modules_to_save`` replace the model's head.
+    ``model``/``base_params``/``spec`` come from :func:`mgpt.models.load_pretrained` with the adapter's task
+    (scanned layers or not); the head tensors in ``modules_to_save`` replace the model's head.
     """
     directory = os.fspath(directory)
     config = _read_config(directory)
     path = os.path.join(directory, CONFIG_FILE)
     kind = config.get("peft_type")
-    if kind not in ("LORA", "IA3"):
+    fmt = format_for(kind)
+    if fmt is None:
         raise CheckpointError(f"{path}: peft_type={kind!r}; mgpt reads LORA (and DoRA) and IA3 adapters")
     for key, default in _UNSUPPORTED.items():
         if config.get(key, default) not in (default, None, {}):
@@ -162,22 +157,23 @@ def load_adapter(directory: str | os.PathLike, model, base_params: Any, spec, dr
     if task_type is not None and task_type != TASK_TYPES[spec.task]:
         raise CheckpointError(f"{path}: task_type={task_type!r} but the model's task is {spec.task!r}")
     names = module_names(spec)
-    paths = _selected(names, config.get("target_modules"), path, "target_modules")
-    exact = "^(" + "|".join(re.escape(p) for p in paths) + ")$"
-    if kind == "IA3":
-        ff = _selected(names, config.get("feedforward_modules"), path, "feedforward_modules")
-        ff_exact = "^(" + "|".join(re.escape(p) for p in ff) + ")$" if ff else "(?!)"
-        cfg = PeftConfig(method="ia3", target_modules=exact, feedforward_modules=ff_exact, train_head=train_head)
-    else:
-        cfg = PeftConfig(method="dora" if config.get("use_dora") else "lora", rank=int(config.get("r", 8)),
-                         alpha=float(config.get("lora_alpha", 8)), use_rslora=bool(config.get("use_rslora", False)),
-                         dropout=float(config.get("lora_dropout", 0.0) if dropout is None else dropout),
-                         target_modules=exact, train_head=train_head)
+
+    def select(key: str) -> str:
+        paths = _selected(names, config.get(key), path, key)
+        return "^(" + "|".join(re.escape(p) for p in paths) + ")$" if paths else ""
+
+    cfg = dataclasses.replace(fmt.settings(config, select), train_head=train_head)
+    if dropout is not None:
+        cfg = dataclasses.replace(cfg, dropout=float(dropout))
+    scanned = getattr(spec, "scan_layers", False)
+    if scanned:  # the format names layers one by one: fill the per-layer layout, then stack it
+        base_params = scan_lib.to_unscanned(base_params, spec)
     peft_model, params = wrap(model, base_params, spec, cfg, jax.random.PRNGKey(0))
-    return peft_model, _fill_from_file(directory, params, spec, names, kind)
+    params = _fill_from_file(directory, params, spec, names, fmt)
+    return peft_model, to_scanned(params, spec) if scanned else params
 
 
-def _fill_from_file(directory: str, params: dict, spec, names, kind: str) -> dict:
+def _fill_from_file(directory: str, params: dict, spec, names, fmt) -> dict:
     weights = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(weights):
         raise CheckpointError(f"{directory}: no {WEIGHTS_FILE}")
@@ -194,21 +190,11 @@ def _fill_from_file(directory: str, params: dict, spec, names, kind: str) -> dic
         used.add(name)
         return value
 
-    group = "ia3" if kind == "IA3" else "lora"
+    group = fmt.group
     filled = {}
     for path, p in targets.modules_of(params["peft"][group]).items():
         key = PREFIX + names[path][0]
-        new = {}
-        if kind == "IA3":
-            if "ia3_in" in p:
-                new["ia3_in"] = take(f"{key}.ia3_l", (1, p["ia3_in"].shape[0]))[0]
-            else:
-                new["ia3_out"] = take(f"{key}.ia3_l", (p["ia3_out"].shape[0], 1))[:, 0]
-        else:
-            new["lora_a"] = take(f"{key}.lora_A.weight", p["lora_a"].shape[::-1]).T
-            new["lora_b"] = take(f"{key}.lora_B.weight", p["lora_b"].shape[::-1]).T
-            if "magnitude" in p:
-                new["magnitude"] = take(f"{key}.lora_magnitude_vector", p["magnitude"].shape)
+        new = fmt.decode(lambda suffix, shape, key=key: take(f"{key}.{suffix}", shape), p)
         filled[path] = {k: jax.numpy.asarray(v, np.float32) for k, v in new.items()}
     peft = dict(params["peft"], **{group: targets.set_paths(params["peft"][group], filled)})
     base = params["base"]

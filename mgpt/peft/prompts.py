@@ -7,7 +7,9 @@ Prompts start from the embeddings of randomly drawn vocabulary tokens.
 
 Prefix tuning gives every layer ``P`` learned keys and values, passed as ``prefix_key_values`` (per layer a
 ``(key, value)`` pair ``(B, P, heads, head_dim)``; Llama family: per key/value head), seen by every query and
-never masked. Sequence positions are unchanged.
+never masked. Sequence positions are unchanged. Both change only the calls that take tokens (the model's
+``__call__`` and ``encode``); under ``model.scan_layers`` the per-layer prefixes are stacked for the scan
+by the backbone itself.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mgpt.config import ConfigError
+from mgpt.config import ConfigError, PeftConfig
 from mgpt.models.family import get_family
+from mgpt.peft import method as method_lib
 
 
 def embedding_table(base: Any, backbone_kind: str) -> jax.Array:
@@ -71,7 +74,7 @@ def prompt_inputs(base: Any, prompt: dict, spec, input_ids, attention_mask, toke
 
 
 def trim_positions(output, count: int, spec, return_hidden_states: bool):
-    """Drop the virtual positions from per-position logits (and hidden states)."""
+    """Drop the virtual positions from per-position logits (and hidden states) of the model's ``__call__``."""
     per_position = spec.task in ("token_classification", "causal_lm")
     if return_hidden_states:
         logits, hidden = output
@@ -101,3 +104,54 @@ def prefix_key_values(prefix: dict, batch: int, dtype) -> list[tuple[jax.Array, 
     keys, values = prefix["key"].astype(dtype), prefix["value"].astype(dtype)
     return [(jnp.broadcast_to(keys[i], (batch, *keys.shape[1:])), jnp.broadcast_to(values[i], (batch, *values.shape[1:])))
             for i in range(keys.shape[0])]
+
+
+def trim_backbone_output(out, count: int):
+    """Drop the virtual positions from a backbone output (the model's ``encode``)."""
+    hidden = None if out.hidden_states is None else tuple(h[:, count:] for h in out.hidden_states)
+    return out._replace(last_hidden_state=out.last_hidden_state[:, count:], hidden_states=hidden)
+
+
+# --- the registered methods: "prompt" and "prefix" ----------------------------------------------------
+
+
+def _init_prompt(rng: jax.Array, base: Any, spec, cfg: PeftConfig) -> dict:
+    return {"prompt": init_prompt(rng, base, spec, cfg.num_virtual_tokens)}
+
+
+def _apply_prompt(call: method_lib.Call) -> method_lib.Call:
+    if not call.takes_tokens:
+        return call
+    inputs = dict(call.inputs)
+    if inputs.get("inputs_embeds") is not None or inputs.get("position_ids") is not None:
+        raise ValueError("prompt tuning builds inputs_embeds and positions itself; pass input_ids only")
+    embeds, mask, types = prompt_inputs(call.base, call.peft["prompt"], call.spec, inputs.get("input_ids"),
+                                        inputs.get("attention_mask"), inputs.get("token_type_ids"))
+    inputs.update(input_ids=None, inputs_embeds=embeds, attention_mask=mask, token_type_ids=types)
+    count = call.peft["prompt"]["embeddings"].shape[0]
+    if call.method == "encode":
+        finish = lambda out: trim_backbone_output(out, count)  # noqa: E731
+    else:
+        hidden = bool(inputs.get("return_hidden_states", False))
+        finish = lambda out: trim_positions(out, count, call.spec, hidden)  # noqa: E731
+    return call.replace(inputs=inputs).then(finish)
+
+
+def _init_prefix(rng: jax.Array, base: Any, spec, cfg: PeftConfig) -> dict:
+    return {"prefix": init_prefix(rng, spec, cfg.num_virtual_tokens, cfg.init_std)}
+
+
+def _apply_prefix(call: method_lib.Call) -> method_lib.Call:
+    if not call.takes_tokens:
+        return call
+    inputs = dict(call.inputs)
+    if inputs.get("prefix_key_values") is not None:
+        raise ValueError("prefix tuning supplies prefix_key_values itself")
+    tokens = inputs.get("input_ids")
+    batch = (tokens if tokens is not None else inputs["inputs_embeds"]).shape[0]
+    inputs["prefix_key_values"] = prefix_key_values(call.peft["prefix"], batch, call.spec.compute_dtype)
+    return call.replace(inputs=inputs)
+
+
+method_lib.register_method(method_lib.PeftMethod("prefix", _init_prefix, _apply_prefix))
+method_lib.register_method(method_lib.PeftMethod("prompt", _init_prompt, _apply_prompt))

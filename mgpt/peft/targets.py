@@ -3,7 +3,9 @@
 Modules are named by their '/'-joined path in the task model's param tree, e.g.
 ``backbone/h_0/attn/c_attn`` (GPT-2), ``backbone/encoder/layer_0/attention/self/query`` (BERT family) or
 ``backbone/layers_0/self_attn/q_proj`` (Llama family). Only dense layers (a 2-D ``kernel``) under
-``backbone`` can be targets; the task head is trained whole (``peft.train_head``).
+``backbone`` can be targets; the task head is trained whole (``peft.train_head``). With
+``model.scan_layers`` a layer stack is one module path (``backbone/h/attn/c_attn``) whose kernel has a
+leading layer axis ``(L, in, out)``; every method's params then carry the same leading axis.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Mapping
 
+import jax
+import jax.numpy as jnp
 from flax import traverse_util
 
 from mgpt.config import ConfigError
@@ -48,13 +52,14 @@ IA3_FEEDFORWARD_DEFAULTS = _FamilyDefaults("ia3_feedforward")
 ADAPTER_SITES = _FamilyDefaults("adapter_attention", "adapter_ffn")  # family -> {"attention": .., "ffn": ..}
 
 
-def dense_modules(base_params: Any) -> dict[str, tuple[int, int]]:
-    """'/'-joined path -> kernel shape ``(in, out)`` of every dense layer in the backbone."""
+def dense_modules(base_params: Any) -> dict[str, tuple[int, ...]]:
+    """'/'-joined path -> kernel shape of every dense layer in the backbone: ``(in, out)``, or ``(L, in, out)``
+    for a scanned layer stack."""
     flat = traverse_util.flatten_dict(base_params)
     return {
         "/".join(path[:-1]): tuple(value.shape)
         for path, value in flat.items()
-        if path[0] == "backbone" and path[-1] == "kernel" and len(value.shape) == 2
+        if path[0] == "backbone" and path[-1] == "kernel" and len(value.shape) in (2, 3)
     }
 
 
@@ -113,6 +118,28 @@ def modules_of(tree: Any) -> dict[str, dict]:
     for path, value in traverse_util.flatten_dict(tree).items():
         found.setdefault("/".join(path[:-1]), {})[path[-1]] = value
     return found
+
+
+def module_keys(rng: jax.Array, base_params: Any, paths: list[str]) -> dict[str, jax.Array]:
+    """One random key per targeted module (``paths`` in natural order), a stack of ``L`` for a scanned layer stack.
+
+    The ``i``-th per-layer module gets ``fold_in(rng, i)``; a scanned stack's layer ``l`` of module ``j`` (of
+    ``n`` stacked ones) gets the key its per-layer twin would get, ``fold_in(rng, l * n + j)``, so both layouts
+    start from the same values (when every target is in the stack, as in the GPT-2 and Llama backbones).
+    """
+    leads = {path: get_path(base_params, path)["kernel"].shape[:-2] for path in paths}
+    stacked = [path for path in paths if leads[path]]
+    keys = {path: jnp.stack([jax.random.fold_in(rng, layer * len(stacked) + j) for layer in range(leads[path][0])])
+            for j, path in enumerate(stacked)}
+    offset = sum(leads[path][0] for path in stacked)
+    keys.update({path: jax.random.fold_in(rng, offset + k)
+                 for k, path in enumerate(p for p in paths if not leads[p])})
+    return keys
+
+
+def draw(sample, key: jax.Array, stacked: bool) -> jax.Array:
+    """``sample(key)``, or per layer (``jax.vmap``) over a stack of keys from :func:`module_keys`."""
+    return jax.vmap(sample)(key) if stacked else sample(key)
 
 
 def natural_order(path: str):

@@ -54,9 +54,6 @@ def build_run(config: config_lib.ExperimentConfig) -> Run:
     """Load the checkpoint, the data and the task; make the mesh and the layout on it."""
     task = get_task(config.task.kind, config.task.loss_chunk_size)
     mesh = parallel.make_mesh(config.parallel)
-    if config.peft.method != "none" and (config.model.scan_layers or config.task.loss_chunk_size):
-        raise config_lib.ConfigError("model.scan_layers and task.loss_chunk_size do not combine with PEFT "
-                                     "(its targets name per-layer modules; its model runs whole)")
     # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
     tokenizer = load_tokenizer(config.model.name_or_path)
     data = build_datasets(config.data, task, tokenizer)
@@ -77,12 +74,9 @@ def build_run(config: config_lib.ExperimentConfig) -> Run:
     if config.peft.method != "none":
         # PEFT: params become {"base", "peft"}; optimizer.trainable (a regex over "base/..." and "peft/..."
         # paths) can add more trained params, e.g. the LayerNorms.
-        model, params = peft_lib.wrap(model, params, spec, config.peft, jax.random.PRNGKey(config.train.seed))
+        model, params = peft_lib.wrap(model, params, spec, config.peft, jax.random.PRNGKey(config.train.seed),
+                                      extra_trainable=config.optimizer.trainable)
         trainable = model.trainable_mask(params)
-        if config.optimizer.trainable != "all":
-            extra = optim.trainable_mask(params, config.optimizer.trainable)
-            trainable = jax.tree_util.tree_map(lambda a, b: a or b, trainable, extra)
-            model = dataclasses.replace(model, base_trainable=trainable["base"])
     return Run(config, model, params, spec, tokenizer, data, task, mesh, trainable, layout)
 
 

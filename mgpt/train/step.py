@@ -40,8 +40,6 @@ def loss_and_count(params: Any, batch: dict, rng: jax.Array, *, model, task) -> 
     instead of logits, so the full ``(B, T, V)`` logits never exist.
     """
     if getattr(task, "loss_chunk_size", 0):
-        if not hasattr(model, "init"):  # e.g. a PEFT wrapper: it runs the whole model only
-            raise ValueError("task.loss_chunk_size needs a plain mgpt task model (not a PEFT-wrapped one)")
         kwargs = model_inputs(batch)
         out = model.apply({"params": params}, batch["input_ids"], deterministic=False, rngs={"dropout": rng},
                           method="encode", **kwargs)
