@@ -100,9 +100,8 @@ def test_peft_defaults_match_dense_modules(family):
     for key, pattern in declared.items():
         found = targets.match(base, pattern, key)
         assert len(found) % layers == 0 and found, (key, found)  # the same modules in every layer
-    assert targets.default_pattern(targets.LORA_DEFAULTS, spec.backbone_kind, "x") == declared["lora"]
-    assert targets.ADAPTER_SITES[family] == {"attention": declared["adapter_attention"], "ffn": declared["adapter_ffn"]}
-    table = prompts.embedding_table(base, spec.backbone_kind)
+    assert {key: targets.default_target(spec, key) for key in PEFT_TARGET_KEYS} == dict(declared)
+    table = prompts.embedding_table(base, spec)
     assert table.shape == (spec.arch.vocab_size, spec.arch.hidden_size)
 
 
@@ -130,7 +129,7 @@ def test_gqa_and_head_dim_reach_the_common_fields():
 
 
 def test_scan_layout_and_blockers():
-    assert sorted(scan_lib.SCANNED_LAYERS) == sorted(f.name for f in all_families() if f.is_decoder)
+    assert scan_lib.scanning_families() == sorted(f.name for f in all_families() if f.is_decoder)
     assert scan_lib.layer_stack(_spec("gpt2", "causal_lm")) == ("h", 2)
     assert scan_lib.layer_stack(_spec("mistral", "causal_lm")) == ("layers", 2)
     with pytest.raises(ValueError, match="scan_layers=True is not supported for 'bert'"):

@@ -16,7 +16,7 @@ import numpy as np
 from flax import traverse_util
 
 from mgpt.models import safetensors_io as st
-from mgpt.models.mappings import BASE_PREFIX, architecture, mapping_table
+from mgpt.models.mappings import architecture, base_prefix, mapping_table
 from mgpt.models.safetensors_io import CheckpointError
 from mgpt.models.spec import ModelSpec
 
@@ -37,7 +37,7 @@ def export_plan(spec: ModelSpec, params: dict) -> tuple[list[tuple[str, np.dtype
     absent = sorted(name for name, e in table.items() if e.path not in flat)
     if absent:
         raise CheckpointError(f"save_pretrained: params lack tensors for: {absent}")
-    prefix = BASE_PREFIX[spec.family]
+    prefix = base_prefix(spec.family)
     plan, sources = [], {}
     for name, entry in table.items():
         value = flat[entry.path]
@@ -66,10 +66,9 @@ class _LayerView:
 
 def _layer_views(flat: dict, spec: ModelSpec) -> dict:
     """Flat scanned params -> flat per-layer paths (``backbone/h_3/...``) holding :class:`_LayerView` s."""
-    from mgpt.models.scan import SCANNED_LAYERS
+    from mgpt.models.scan import layer_stack
 
-    name, count_field = SCANNED_LAYERS[spec.backbone_kind]
-    count = getattr(spec.arch, count_field)
+    name, count = layer_stack(spec)
     out = {}
     for path, value in flat.items():
         if path[:2] == ("backbone", name):

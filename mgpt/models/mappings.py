@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterator, Mapping, Optional
+from typing import Optional
 
-from mgpt.models.family import all_families, get_family
+from mgpt.models.family import get_family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,20 +50,9 @@ def add_rows(table: dict, hf: str, path: tuple, kind: str, role: str = "backbone
         table[f"{hf}.bias"] = Entry(path + ("bias",), False, role)
 
 
-class _BasePrefixes(Mapping):
-    """family name -> base-model prefix, read from the registry (``BASE_PREFIX[spec.family]``)."""
-
-    def __getitem__(self, family: str) -> str:
-        return get_family(family).base_prefix
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(f.name for f in all_families())
-
-    def __len__(self) -> int:
-        return len(all_families())
-
-
-BASE_PREFIX: Mapping[str, str] = _BasePrefixes()
+def base_prefix(family: str) -> str:
+    """The base-model prefix of the family's task checkpoints (``"transformer."``, ``"bert."``, ``"model."``)."""
+    return get_family(family).base_prefix
 
 
 def architecture(family: str, task: str) -> Optional[str]:

@@ -14,7 +14,7 @@ checkpoints load and export either way.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -31,24 +31,9 @@ REMAT_POLICIES: dict[str, Optional[Callable]] = {
 }
 
 
-class _ScannedLayers(Mapping):
-    """family name -> (name of its scanned layer stack, arch field with the layer count), for the families
-    that scan; read from the registry (``Family.scan_stack``)."""
-
-    def __getitem__(self, family: str) -> tuple[str, str]:
-        stack = get_family(family).scan_stack
-        if stack is None:
-            raise KeyError(family)
-        return stack, "num_layers"
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(f.name for f in all_families() if f.scan_stack is not None)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-SCANNED_LAYERS: Mapping[str, tuple[str, str]] = _ScannedLayers()
+def scanning_families() -> list[str]:
+    """The registered families whose layers can run scanned (``Family.scan_stack`` set)."""
+    return sorted(f.name for f in all_families() if f.scan_stack is not None)
 
 
 def check_remat(remat: str) -> None:
@@ -107,7 +92,7 @@ def layer_stack(spec) -> tuple[str, int]:
     stack = get_family(spec.family).scan_stack
     if stack is None:
         raise ValueError(f"scan_layers: the {spec.family} family has no scanned layout "
-                         f"(families that scan: {sorted(SCANNED_LAYERS)})")
+                         f"(families that scan: {scanning_families()})")
     return stack, spec.arch.num_layers
 
 

@@ -51,12 +51,6 @@ class ModelSpec:
         return get_family(self.family).tied_lm_head(self.arch, self.task)
 
     @property
-    def backbone_kind(self) -> str:
-        """Deprecated alias of ``family``, kept for callers that key family lookups by it
-        (:func:`mgpt.peft.targets.default_pattern`, :func:`mgpt.peft.prompts.embedding_table`)."""
-        return self.family
-
-    @property
     def compute_dtype(self):
         return DTYPES[self.dtype]
 

@@ -24,16 +24,13 @@ from mgpt.peft import targets
 PLACEMENTS = {"houlsby": ("attention", "ffn"), "pfeiffer": ("ffn",)}
 
 
-def sites(base: Any, backbone_kind: str, placement: str) -> list[str]:
+def sites(base: Any, spec, placement: str) -> list[str]:
     """The dense module paths whose outputs get an adapter."""
     if placement not in PLACEMENTS:
         raise ConfigError(f"peft.adapter_placement={placement!r}: expected one of {sorted(PLACEMENTS)}")
-    table = targets.ADAPTER_SITES.get(backbone_kind)
-    if table is None:
-        raise ConfigError(f"peft.method=adapter: no adapter sites known for backbone {backbone_kind!r}")
     found: list[str] = []
     for where in PLACEMENTS[placement]:
-        found += targets.match(base, table[where], f"adapter sites ({where})")
+        found += targets.match(base, targets.default_target(spec, f"adapter_{where}"), f"adapter sites ({where})")
     return sorted(found, key=targets.natural_order)
 
 
@@ -86,7 +83,7 @@ def interceptor(activation: str):
 
 
 def _init(rng: jax.Array, base: Any, spec, cfg: PeftConfig) -> dict:
-    found = sites(base, spec.backbone_kind, cfg.adapter_placement)
+    found = sites(base, spec, cfg.adapter_placement)
     return {"adapter": init(rng, base, found, cfg.adapter_size, cfg.init_std)}
 
 

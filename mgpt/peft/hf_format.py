@@ -32,7 +32,7 @@ from flax import traverse_util
 
 from mgpt.models import safetensors_io as st
 from mgpt.models import scan as scan_lib
-from mgpt.models.mappings import BASE_PREFIX, mapping_table
+from mgpt.models.mappings import base_prefix, mapping_table
 from mgpt.models.safetensors_io import CheckpointError
 from mgpt.peft import targets
 from mgpt.peft.method import format_for, get_method, method_names
@@ -50,7 +50,7 @@ def module_names(spec) -> dict[str, tuple[str, bool]]:
     names = {}
     for name, entry in mapping_table(spec).items():
         if entry.path[-1] == "kernel" and name.endswith(".weight") and entry.path[0] == "backbone":
-            names["/".join(entry.path[:-1])] = (BASE_PREFIX[spec.family] + name[: -len(".weight")], not entry.transpose)
+            names["/".join(entry.path[:-1])] = (base_prefix(spec.family) + name[: -len(".weight")], not entry.transpose)
     return names
 
 

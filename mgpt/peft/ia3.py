@@ -62,10 +62,8 @@ def unmerge(merged: Any, ia3_tree: Any) -> Any:
 
 
 def _init(rng: jax.Array, base: Any, spec, cfg: PeftConfig) -> dict:
-    kind = spec.backbone_kind
-    pattern = cfg.target_modules or targets.default_pattern(targets.IA3_DEFAULTS, kind, "peft.target_modules")
-    ff_pattern = cfg.feedforward_modules or targets.default_pattern(
-        targets.IA3_FEEDFORWARD_DEFAULTS, kind, "peft.feedforward_modules")
+    pattern = cfg.target_modules or targets.default_target(spec, "ia3")
+    ff_pattern = cfg.feedforward_modules or targets.default_target(spec, "ia3_feedforward")
     paths = targets.match(base, pattern, "peft.target_modules")
     feedforward = set(targets.match(base, ff_pattern, "peft.feedforward_modules", allow_empty=True))
     if not feedforward <= set(paths):

@@ -170,8 +170,7 @@ def _check(cfg: PeftConfig) -> None:
 
 
 def _init(rng: jax.Array, base: Any, spec, cfg: PeftConfig) -> dict:
-    pattern = cfg.target_modules or targets.default_pattern(targets.LORA_DEFAULTS, spec.backbone_kind,
-                                                            "peft.target_modules")
+    pattern = cfg.target_modules or targets.default_target(spec, "lora")
     paths = targets.match(base, pattern, "peft.target_modules")
     return {"lora": init(rng, base, paths, cfg.rank, dora=cfg.method == "dora")}
 

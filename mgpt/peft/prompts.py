@@ -24,11 +24,10 @@ from mgpt.models.family import get_family
 from mgpt.peft import method as method_lib
 
 
-def embedding_table(base: Any, backbone_kind: str) -> jax.Array:
-    """The token embedding table in ``base`` params, at the family's ``embedding_path`` (``backbone_kind``
-    is the family name, ``spec.backbone_kind``)."""
+def embedding_table(base: Any, spec) -> jax.Array:
+    """The token embedding table in ``base`` params, at the family's ``embedding_path``."""
     tree = base
-    for part in get_family(backbone_kind).embedding_path:
+    for part in get_family(spec.family).embedding_path:
         tree = tree[part]
     return tree
 
@@ -42,7 +41,7 @@ def init_prompt(rng: jax.Array, base: Any, spec, count: int) -> dict:
     """``{"embeddings": (P, E)}`` copied from ``P`` randomly drawn vocabulary rows (scaled as the model scales
     looked-up embeddings, for Gemma)."""
     _check_count(count)
-    table = embedding_table(base, spec.backbone_kind)
+    table = embedding_table(base, spec)
     vocab = table.shape[0]
     ids = jax.random.choice(rng, vocab, (count,), replace=count > vocab)
     rows = jnp.take(table, ids, axis=0).astype(jnp.float32)
@@ -56,7 +55,7 @@ def _embedding_scale(spec) -> float:
 def prompt_inputs(base: Any, prompt: dict, spec, input_ids, attention_mask, token_type_ids):
     """``(inputs_embeds, attention_mask, token_type_ids)`` with the virtual tokens in front."""
     dtype = spec.compute_dtype
-    table = embedding_table(base, spec.backbone_kind)
+    table = embedding_table(base, spec)
     tokens = jnp.take(table, input_ids, axis=0).astype(dtype)
     scale = _embedding_scale(spec)
     if scale != 1.0:  # Gemma's normaliser, rounded to the compute dtype as the backbone does

@@ -11,45 +11,21 @@ leading layer axis ``(L, in, out)``; every method's params then carry the same l
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
 from mgpt.config import ConfigError
-from mgpt.models.family import all_families, get_family
+from mgpt.models.family import get_family
 
 
-class _FamilyDefaults(Mapping):
-    """family name -> its default regex for one PEFT role (``Family.peft_targets[key]``), from the registry."""
-
-    def __init__(self, *keys: str):
-        self.roles = keys
-
-    def __getitem__(self, family: str):
-        try:
-            targets = get_family(family).peft_targets
-        except ValueError:
-            raise KeyError(family) from None
-        if len(self.roles) == 1:
-            return targets[self.roles[0]]
-        return {key.split("_", 1)[1]: targets[key] for key in self.roles}
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(f.name for f in all_families())
-
-    def __len__(self) -> int:
-        return len(all_families())
-
-
-# Default LoRA/DoRA targets (the attention projections), IA3's scaled modules (Liu et al. 2022: keys,
-# values and the FFN's output projection, the last scaled on its input) and the bottleneck adapter sites
-# (attention and FFN output projections, before the residual add): declared by each family.
-LORA_DEFAULTS = _FamilyDefaults("lora")
-IA3_DEFAULTS = _FamilyDefaults("ia3")
-IA3_FEEDFORWARD_DEFAULTS = _FamilyDefaults("ia3_feedforward")
-ADAPTER_SITES = _FamilyDefaults("adapter_attention", "adapter_ffn")  # family -> {"attention": .., "ffn": ..}
+def default_target(spec, role: str) -> str:
+    """The family's default regex for a PEFT ``role`` (a key of ``Family.peft_targets``: "lora", "ia3",
+    "ia3_feedforward", "adapter_attention", "adapter_ffn"): LoRA/DoRA on the attention projections, IA3's
+    keys, values and FFN output (Liu et al. 2022), adapters after the attention and FFN output projections."""
+    return get_family(spec.family).peft_targets[role]
 
 
 def dense_modules(base_params: Any) -> dict[str, tuple[int, ...]]:
@@ -76,13 +52,6 @@ def match(base_params: Any, pattern: str, what: str, allow_empty: bool = False) 
         sample = ", ".join(sorted(modules, key=natural_order)[:8])
         raise ConfigError(f"{what}={pattern!r} matches no dense module; module paths look like: {sample}, ...")
     return found
-
-
-def default_pattern(table: Mapping[str, str], backbone_kind: str, what: str) -> str:
-    """The family's default for ``what`` from one of the tables above (``backbone_kind``: the family name)."""
-    if backbone_kind not in table:
-        raise ConfigError(f"{what}: no default for family {backbone_kind!r}; set it explicitly")
-    return table[backbone_kind]
 
 
 def get_path(tree: Any, path: str) -> Any:
