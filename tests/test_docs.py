@@ -1,4 +1,4 @@
-"""docs/architecture.md names only modules that exist, and names every model family module."""
+"""docs/architecture.md names only modules that exist (NAME stands for a module to be written), and every family module."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _python_files() -> set[str]:
 
 def test_every_named_path_exists():
     missing = [span for span in _code_spans()
-               if span.startswith(("mgpt/", "tests/")) and not os.path.exists(os.path.join(ROOT, span))]
+               if span.startswith(("mgpt/", "tests/")) and "NAME" not in span and not os.path.exists(os.path.join(ROOT, span))]
     assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
 
 

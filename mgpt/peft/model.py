@@ -25,6 +25,7 @@ from flax.core import meta
 from mgpt import optim
 from mgpt.config import ConfigError, PeftConfig
 from mgpt.models import scan as scan_lib
+from mgpt.models.layers import BackboneInputs
 from mgpt.peft import adapters, bitfit, ia3, lora, prompts  # noqa: F401 -- importing registers their methods
 from mgpt.peft.method import Call, PeftMethod, get_method, method_names
 
@@ -39,6 +40,9 @@ def _names(path) -> tuple:
 def _bind(model, method: str, args: tuple, kwargs: dict) -> dict:
     """The wrapped model's ``method`` arguments by name, as passed (defaults not filled in)."""
     signature = inspect.signature(getattr(type(model), method))
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        # TaskModel.__call__ / encode take (*args, **kwargs): the named inputs of every backbone
+        return dict(inspect.signature(BackboneInputs).bind(*args, **kwargs).arguments)
     bound = signature.bind(None, *args, **kwargs).arguments
     bound.pop(next(iter(signature.parameters)))  # self
     return dict(bound)
