@@ -196,6 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mgpt: config error: {error}", file=sys.stderr)
         return 2
     # Imported after argument parsing so that `mgpt --help` and config errors stay fast.
+    from mgpt.data import DataError
+    from mgpt.models import CheckpointError
+
+    try:
+        return _run(args, config)
+    except (DataError, CheckpointError, config_lib.ConfigError) as error:  # bad input: one line, no traceback
+        print(f"mgpt: {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args, config) -> int:
+    """Carry out a command that reads an experiment (train, eval, predict, generate)."""
     from mgpt.train import evaluation, loop, setup
 
     if args.command == "train":

@@ -248,3 +248,13 @@ def test_param_dtype_and_shardings_are_checked():
     one = loading.sharding_resolver(None)(("backbone", "x"))
     assert len(one.device_set) == 1
     np.testing.assert_equal(loading.sharding_resolver(lambda name: name)(("a", "b")), "a/b")
+
+
+def test_cli_reports_a_missing_tokenizer_in_one_line(no_tokenizer_experiment, tmp_path, capsys):
+    from mgpt import cli
+
+    experiment, model_dir = no_tokenizer_experiment
+    assert cli.main(["train", experiment, "--workdir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"mgpt: train: {model_dir} has no tokenizer files")
+    assert "Traceback" not in err
