@@ -3,7 +3,8 @@
     mgpt train experiments/translation.py
 
 A local parallel text pair works the same way:
-`--set data.format=parallel --set data.train_file=corpus/train.de->en --set data.test_file=corpus/test.de->en
+`--set data.format=parallel --set data.tfds_name= --set "data.tfds_splits={}" --set data.validation_ratio=0.1
+--set data.train_file=corpus/train.de->en --set data.test_file=corpus/test.de->en
 --set "data.prompt_template=German: {source}\nEnglish:" --set data.target_column=target`.
 Evaluated by generating, with sacrebleu BLEU and chrF. The default decoder is the `Qwen/Qwen2.5-0.5B`
 hub id (multilingual); pass a local HF directory offline.
