@@ -99,6 +99,8 @@ class Family:
     scan_blocker: ``arch -> reason | None``: why this particular arch cannot run scanned.
     kv_geometry: ``arch -> (num_layers, num_kv_heads, head_dim)`` of KV caches and prefix key/values.
     bench_sizes: named sizes for ``mgpt bench``: name -> transformers config keywords of this model_type.
+    gguf: how llama.cpp's GGUF format stores this family (:class:`mgpt.models.gguf_format.GgufLayout`), or
+      None when GGUF has no such architecture.
     """
 
     name: str
@@ -117,6 +119,7 @@ class Family:
     scan_blocker: Callable[[Arch], Optional[str]] = _always_scannable
     kv_geometry: Callable[[Arch], tuple[int, int, int]] = standard_kv_geometry
     bench_sizes: Mapping[str, dict] = dataclasses.field(default_factory=dict)
+    gguf: Optional[Any] = None
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -14,13 +14,20 @@ from typing import Any, Optional
 
 import jax
 
+from mgpt.models import gguf_read
 from mgpt.models.heads import build_model
 from mgpt.models.hf_export import save_pretrained
 from mgpt.models.hub import resolve_checkpoint_dir
 from mgpt.models.loading import LoadReport, load_params
 from mgpt.models.safetensors_io import CheckpointError
 from mgpt.models.spec import ModelSpec, make_spec
-from mgpt.models.tokenizer import NEEDED_FOR, find_tokenizer, load_tokenizer, missing_tokenizer_message
+from mgpt.models.tokenizer import (
+    NEEDED_FOR,
+    find_tokenizer,
+    load_tokenizer,
+    missing_tokenizer_message,
+    prepare_tokenizer,
+)
 
 __all__ = ["CheckpointError", "LoadReport", "load_pretrained", "load_tokenizer", "pretrained_spec", "save_pretrained"]
 
@@ -43,6 +50,10 @@ def load_pretrained(
 ):
     """Load a transformers checkpoint as ``(model, params, spec, tokenizer)``; tokenizer None when it has none.
 
+    ``name_or_path``: a Hugging Face directory (or Hub id), or a llama.cpp ``.gguf`` file: architecture from its
+    metadata, tensors dequantized one by one to ``param_dtype`` (:mod:`mgpt.models.gguf_read`), the tokenizer
+    and chat template from the metadata; any task head goes on top as for a Hugging Face decoder.
+
     ``dtype`` is the computation dtype; ``param_dtype`` the stored one (float32 master weights by default,
     "bfloat16" halves the memory). Each tensor is placed on its target sharding as it is read: ``shardings`` is
     a pytree like the params (leaves ``Sharding``, or ``PartitionSpec`` with ``mesh``), a callable
@@ -54,9 +65,17 @@ def load_pretrained(
     """
     spec = pretrained_spec(name_or_path, task, num_labels, dtype, dropout, remat=remat, scan_layers=scan_layers,
                            attention_impl=attention_impl)
-    directory = resolve_checkpoint_dir(name_or_path)
-    params, report = load_params(directory, spec, seed, param_dtype, shardings, mesh)
-    tokenizer = find_tokenizer(directory)
+    if gguf_read.is_gguf(name_or_path):
+        directory = os.fspath(name_or_path)
+        source = gguf_read.GgufTensors(directory, spec)
+        params, report = load_params(source, spec, seed, param_dtype, shardings, mesh)
+        tokenizer = gguf_read.gguf_tokenizer(directory)
+        if tokenizer is not None:
+            tokenizer = prepare_tokenizer(tokenizer, directory)
+    else:
+        directory = resolve_checkpoint_dir(name_or_path)
+        params, report = load_params(directory, spec, seed, param_dtype, shardings, mesh)
+        tokenizer = find_tokenizer(directory)
     if tokenizer is None:  # weights need no tokenizer; say so now, and fail later only where one is needed
         report = dataclasses.replace(report, has_tokenizer=False, tokenizer_note=missing_tokenizer_message(directory))
         logger.warning("no tokenizer found in %s; the weights loaded, but %s", directory, NEEDED_FOR)
@@ -79,6 +98,9 @@ def pretrained_spec(
     """
     from transformers import AutoConfig
 
+    if gguf_read.is_gguf(name_or_path):
+        return make_spec(gguf_read.hf_config(name_or_path), task, num_labels, dtype, dropout,
+                         os.fspath(name_or_path), **options)
     directory = resolve_checkpoint_dir(name_or_path)
     if not os.path.isfile(os.path.join(directory, "config.json")):
         raise CheckpointError(f"{directory}: no config.json")

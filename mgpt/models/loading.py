@@ -82,6 +82,29 @@ def checkpoint_files(directory: str) -> dict[str, str]:
     raise CheckpointError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE} found (files: {present})")
 
 
+class SafetensorsTensors:
+    """A Hugging Face directory's safetensors tensors (single file or sharded): the tensor source
+    :func:`load_params` reads. A GGUF file offers the same interface (:class:`mgpt.models.gguf_read.GgufTensors`)."""
+
+    def __init__(self, directory: str):
+        self.where = str(directory)
+        self._file_of = checkpoint_files(directory)
+        self._headers = {path: st.read_header(path) for path in sorted(set(self._file_of.values()))}
+        self.shapes = {name: tuple(self._headers[f][name]["shape"]) for name, f in self._file_of.items()}
+        self.files = tuple(sorted({os.path.basename(p) for p in self._file_of.values()}))
+
+    def read(self, names):
+        """``(name, array)`` for each of ``names``, file by file, one tensor in memory at a time."""
+        by_file: dict[str, list[str]] = {}
+        for name in names:
+            by_file.setdefault(self._file_of[name], []).append(name)
+        for path, file_names in by_file.items():
+            for name, array in st.iter_tensors(path, file_names, self._headers[path]):
+                if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
+                    raise CheckpointError(f"{path}: tensor {name} has dtype {array.dtype}; expected floating point")
+                yield name, array
+
+
 # --------------------------------------------------------------------------------------------------- placement
 
 
@@ -208,7 +231,7 @@ def head_problem(spec: ModelSpec, head_names: list[str], mapped: dict[str, str],
 
 
 def load_params(
-    directory: str,
+    directory,
     spec: ModelSpec,
     seed: int = 0,
     param_dtype: str = "float32",
@@ -216,6 +239,9 @@ def load_params(
     mesh: Optional[jax.sharding.Mesh] = None,
 ) -> tuple[dict, LoadReport]:
     """Read the checkpoint into mgpt's param tree, checking every name and shape; see the module docstring.
+
+    ``directory``: a Hugging Face directory, or a tensor source like :class:`SafetensorsTensors` (a GGUF file's
+    :class:`mgpt.models.gguf_read.GgufTensors`).
 
     For a ``scan_layers`` spec the layers are read one by one as usual, then stacked (briefly holding both
     copies of the layers) and placed on ``shardings``, which then describe the scanned layout.
@@ -228,13 +254,13 @@ def load_params(
         stacked = traverse_util.flatten_dict(scan_lib.to_scanned(params, spec))
         placed = {path: _place(value, sharding_of(path)) for path, value in stacked.items()}
         return traverse_util.unflatten_dict(placed), report
-    files = checkpoint_files(directory)
-    headers = {path: st.read_header(path) for path in sorted(set(files.values()))}
-    shapes = {name: tuple(headers[files[name]][name]["shape"]) for name in files}
+    source = directory if hasattr(directory, "read") else SafetensorsTensors(directory)
+    directory = source.where
+    shapes = source.shapes
     table = mapping_table(spec)
     target_dtype = param_numpy_dtype(param_dtype)
     sharding_of = sharding_resolver(shardings, mesh)
-    mapped, ignored = match_names(directory, files, table, spec)
+    mapped, ignored = match_names(directory, shapes, table, spec)
     expected = abstract_params(build_model(spec))
 
     def fits(name: str) -> bool:
@@ -262,17 +288,11 @@ def load_params(
     loaded_head = tuple(sorted(mapped[n] for n in head_names if n in mapped))
     flat: dict[tuple[str, ...], jax.Array] = {}
     path_of = {ckpt: table[name] for name, ckpt in mapped.items()}
-    by_file: dict[str, list[str]] = {}
-    for ckpt_name in mapped.values():
-        by_file.setdefault(files[ckpt_name], []).append(ckpt_name)
-    for path, names in by_file.items():
-        for ckpt_name, array in st.iter_tensors(path, names, headers[path]):
-            entry = path_of[ckpt_name]
-            if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
-                raise CheckpointError(f"{path}: tensor {ckpt_name} has dtype {array.dtype}; expected floating point")
-            array = array.astype(target_dtype, copy=False)
-            flat[entry.path] = _place(array.T if entry.transpose else array, sharding_of(entry.path))
-            del array  # this tensor's host copy goes before the next is read
+    for ckpt_name, array in source.read(list(mapped.values())):
+        entry = path_of[ckpt_name]
+        array = array.astype(target_dtype, copy=False)
+        flat[entry.path] = _place(array.T if entry.transpose else array, sharding_of(entry.path))
+        del array  # this tensor's host copy goes before the next is read
     initialized = []
     for path, shape in expected.items():
         if path not in flat:
@@ -284,7 +304,7 @@ def load_params(
 
     report = LoadReport(
         directory=str(directory),
-        files=tuple(sorted({os.path.basename(p) for p in files.values()})),
+        files=source.files,
         loaded_head=loaded_head,
         initialized=tuple(sorted(initialized)),
         ignored=tuple(ignored),

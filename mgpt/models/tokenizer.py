@@ -40,6 +40,12 @@ def find_tokenizer(directory: str):
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except Exception as exc:
         raise CheckpointError(f"{directory}: could not load a tokenizer ({type(exc).__name__}: {exc})") from exc
+    return prepare_tokenizer(tokenizer, directory)
+
+
+def prepare_tokenizer(tokenizer, where: str):
+    """Check a loaded tokenizer is fast and set mgpt's conventions: right padding, pad = eos when it has none."""
+    directory = where
     if not getattr(tokenizer, "is_fast", False):
         got = type(tokenizer).__name__
         raise CheckpointError(f"{directory}: mgpt needs a fast tokenizer (tokenizer.json); got {got}")
@@ -58,8 +64,15 @@ def load_tokenizer(name_or_path: str | os.PathLike, needed_for: Optional[str] = 
     tokenizer files raises :class:`CheckpointError` with :func:`missing_tokenizer_message` (``needed_for``
     says what needs it; default: training, evaluation, prediction and generation).
     """
-    directory = resolve_checkpoint_dir(name_or_path)
-    tokenizer = find_tokenizer(directory)
+    if str(name_or_path).lower().endswith(".gguf"):  # a llama.cpp file carries its tokenizer in the metadata
+        from mgpt.models import gguf_read
+
+        directory = os.fspath(name_or_path)
+        tokenizer = gguf_read.gguf_tokenizer(directory)
+        tokenizer = None if tokenizer is None else prepare_tokenizer(tokenizer, directory)
+    else:
+        directory = resolve_checkpoint_dir(name_or_path)
+        tokenizer = find_tokenizer(directory)
     if tokenizer is None:
         raise CheckpointError(missing_tokenizer_message(directory, needed_for or NEEDED_FOR))
     return tokenizer

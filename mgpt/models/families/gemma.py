@@ -8,6 +8,7 @@ from typing import Optional
 
 from mgpt.models.families import llama
 from mgpt.models.family import register
+from mgpt.models.gguf_format import GgufLayout
 
 
 def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
@@ -16,4 +17,5 @@ def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
     return dataclasses.replace(arch, mlp_bias=False, gemma_norm=True, scale_embeddings=True)
 
 
-FAMILY = register(llama.decoder_family("gemma", read_arch, "Gemma"))
+# llama.cpp stores Gemma's norm weights with the 1 already added.
+FAMILY = register(llama.decoder_family("gemma", read_arch, "Gemma", gguf=GgufLayout("gemma", norm_offset=1.0)))

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mgpt.models.family import Arch, Family, config_fields, register
+from mgpt.models.gguf_format import GPT2_KEYS, GgufLayout
 from mgpt.models.heads import decoder_head
 from mgpt.models.layers import (
     MLP,
@@ -223,6 +224,8 @@ FAMILY = register(Family(
     ignored=IGNORED,
     scan_stack="h",
     scan_blocker=per_layer_scale,
+    # llama.cpp stores the Conv1D kernels (in, out) transposed, as (out, in) like every other linear layer.
+    gguf=GgufLayout("gpt2", GPT2_KEYS, transposed=r"\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$"),
     bench_sizes={
         "gpt2-small": dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024),
         "gpt2-medium": dict(n_embd=1024, n_layer=24, n_head=16, vocab_size=50257, n_positions=1024),

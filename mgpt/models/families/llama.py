@@ -47,6 +47,7 @@ from mgpt.models.layers import (
     rope_parameters,
     run_decoder_layers,
 )
+from mgpt.models.gguf_format import GgufLayout
 from mgpt.models.mappings import Entry, add_rows
 from mgpt.models.partitioning import EMBEDDING, constrain_hidden, named
 
@@ -267,6 +268,11 @@ def mixed_windows(arch: LlamaArch) -> Optional[str]:
     return None
 
 
+# llama.cpp's own layout: q/k rows interleaved for its RoPE; biases only when the checkpoint has them.
+GGUF_LAYOUT = GgufLayout("llama", permute_qk=True,
+                         bias_flags=(("blk.0.attn_q.bias", "attention_bias"), ("blk.0.ffn_up.bias", "mlp_bias")))
+
+
 def decoder_family(name: str, read: Callable, class_prefix: str, bench_sizes: Optional[dict] = None,
                    **changes) -> Family:
     """The :class:`Family` of a decoder that runs on these layers: ``read`` is its ``read_arch``,
@@ -286,6 +292,7 @@ def decoder_family(name: str, read: Callable, class_prefix: str, bench_sizes: Op
         scan_stack="layers",
         scan_blocker=mixed_windows,
         bench_sizes=bench_sizes or {},
+        gguf=GGUF_LAYOUT,
     )
     return dataclasses.replace(family, **changes)
 

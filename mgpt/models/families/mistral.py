@@ -16,4 +16,9 @@ def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
                                sliding_windows=(getattr(config, "sliding_window", None),) * arch.num_layers)
 
 
-FAMILY = register(llama.decoder_family("mistral", read_arch, "Mistral"))
+# llama.cpp writes Mistral as "llama"; transformers' GGUF reader tells them apart by general.name, and so does mgpt.
+GGUF_LAYOUT = dataclasses.replace(llama.GGUF_LAYOUT, bias_flags=(), name_hint="mistral",
+                                  config_keys=llama.GGUF_LAYOUT.config_keys
+                                  + (("attention.sliding_window", "sliding_window"),))
+
+FAMILY = register(llama.decoder_family("mistral", read_arch, "Mistral", gguf=GGUF_LAYOUT))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from mgpt.models.families import llama
 from mgpt.models.family import register
+from mgpt.models.gguf_format import GgufLayout
 from mgpt.models.layers import GatedMLP, RMSNorm, dense, pre_norm_residual
 from mgpt.models.mappings import Entry, add_rows
 
@@ -110,4 +111,5 @@ BENCH_SIZES = {  # Phi-3-mini-4k's shape
 }
 
 FAMILY = register(llama.decoder_family("phi3", read_arch, "Phi3", BENCH_SIZES, build_backbone=build_backbone,
-                                       tensor_table=tensor_table, peft_targets=PEFT_TARGETS))
+                                       tensor_table=tensor_table, peft_targets=PEFT_TARGETS,
+                                       gguf=GgufLayout("phi3")))

@@ -8,6 +8,7 @@ from typing import Optional
 
 from mgpt.models.families import llama
 from mgpt.models.family import register
+from mgpt.models.gguf_format import GgufLayout
 
 
 def _sliding_windows(config, layers: int) -> tuple:
@@ -25,4 +26,4 @@ def read_arch(config, dropout: Optional[float] = None) -> llama.LlamaArch:
                                sliding_windows=_sliding_windows(config, arch.num_layers))
 
 
-FAMILY = register(llama.decoder_family("qwen2", read_arch, "Qwen2"))
+FAMILY = register(llama.decoder_family("qwen2", read_arch, "Qwen2", gguf=GgufLayout("qwen2")))

@@ -18,6 +18,7 @@ import flax.linen as nn
 
 from mgpt.models.families import llama
 from mgpt.models.family import register
+from mgpt.models.gguf_format import GgufLayout
 from mgpt.models.layers import RMSNorm
 from mgpt.models.mappings import Entry, add_rows
 
@@ -73,4 +74,5 @@ BENCH_SIZES = {  # Qwen3-0.6B's shape
 }
 
 FAMILY = register(llama.decoder_family("qwen3", read_arch, "Qwen3", BENCH_SIZES, build_backbone=build_backbone,
-                                       tensor_table=tensor_table))
+                                       tensor_table=tensor_table,
+                                       gguf=GgufLayout("qwen3", bias_flags=(("blk.0.attn_q.bias", "attention_bias"),))))
