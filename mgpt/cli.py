@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = gen.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", action="append", help="a prompt, used as written (repeatable)")
     prompts.add_argument("--input", help="JSONL file of records; each is rendered with data.prompt_template "
-                                          "(or read from data.text_column)")
+                                          "(or read from data.text_column), or, with a 'messages' list "
+                                          "(data.messages_column), with the tokenizer's chat template")
     gen.add_argument("--max-new-tokens", type=int, help="default: task.max_new_tokens")
     gen.add_argument("--temperature", type=float, help="0 is greedy (default: task.temperature)")
     gen.add_argument("--top-k", type=int, help="default: task.top_k (0: off)")
@@ -123,14 +124,10 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
     import json
 
     from mgpt import generate
-    from mgpt.data import labels, reading, records
+    from mgpt.data import chat
 
-    if args.input:
-        rows = reading.read_file(args.input, config.data, fmt="jsonl").rows
-        inputs = [dict(r, prompt=records.example_from_record(r, config.data, labels.LABEL_NONE, where, True)["text"])
-                  for where, r in rows]
-    else:
-        inputs = [{"prompt": text} for text in args.prompt]
+    # (fields, prompt text or messages): every line checked before the model loads
+    inputs = _generate_inputs(args.input, config.data) if args.input else [({}, text) for text in args.prompt]
     tc = config.task
     if args.model:
         from mgpt.models import load_pretrained
@@ -149,6 +146,14 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
         print(f"mgpt: generate needs a causal-LM model; {args.experiment} has task.kind={tc.kind!r}",
               file=sys.stderr)
         return 2
+    if any(not isinstance(prompt, str) for _, prompt in inputs):
+        chat.check_template(tokenizer, args.input)
+    # A conversation is rendered with add_generation_prompt=True and handed over as ids (its special tokens
+    # are in the rendering already); its "prompt" field shows the rendered text.
+    prompts = [p if isinstance(p, str) else chat.render_ids(tokenizer, p, add_generation_prompt=True)
+               for _, p in inputs]
+    shown = [p if isinstance(p, str) else chat.render_text(tokenizer, p, add_generation_prompt=True)
+             for _, p in inputs]
     settings = generate.settings_for(
         tokenizer,
         tc.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
@@ -156,10 +161,11 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
         tc.top_k if args.top_k is None else args.top_k,
         tc.top_p if args.top_p is None else args.top_p,
     )
-    texts = generate.generate_text(model, params, tokenizer, [i["prompt"] for i in inputs], settings,
+    texts = generate.generate_text(model, params, tokenizer, prompts, settings,
                                    batch_size=config.train.eval_batch_size, mesh=mesh,
                                    seed=tc.decode_seed if args.seed is None else args.seed)
-    lines = [json.dumps(dict(item, generation=text)) for item, text in zip(inputs, texts)]
+    lines = [json.dumps(dict(fields, prompt=prompt, generation=text))
+             for (fields, _), prompt, text in zip(inputs, shown, texts)]
     if args.output:
         with open(args.output, "w") as f:
             f.write("".join(line + "\n" for line in lines))
@@ -167,6 +173,27 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
     else:
         print("\n".join(lines))
     return 0
+
+
+def _generate_inputs(path: str, data_cfg) -> list[tuple[dict, object]]:
+    """``(fields, prompt)`` per line of a JSONL file: the prompt is a conversation (``data.messages_column``,
+    a list of messages) or the text of ``data.prompt_template`` / ``data.text_column``."""
+    from mgpt.data import DataError, chat, labels, reading, records
+
+    column = data_cfg.messages_column or "messages"
+    plain = dataclasses.replace(data_cfg, format="jsonl")  # a line without messages is read as plain JSONL
+    fields = (records.template_fields(data_cfg.prompt_template) if data_cfg.prompt_template
+              else [data_cfg.text_column])
+    inputs = []
+    for where, record in reading.read_file(path, data_cfg, fmt="jsonl").rows:
+        if column in record:
+            inputs.append((record, chat.check_messages(record[column], where, column, need_assistant=False)))
+        elif all(name in record for name in fields):
+            inputs.append((record, records.example_from_record(record, plain, labels.LABEL_NONE, where, True)["text"]))
+        else:
+            raise DataError(f"{where}: expected {column!r} (a conversation) or {', '.join(map(repr, fields))} "
+                            f"(a prompt); the object has keys {sorted(record)}")
+    return inputs
 
 
 def _config(args) -> config_lib.ExperimentConfig:

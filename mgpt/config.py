@@ -41,7 +41,7 @@ NonNegativeFloat = Annotated[Float, Ge(0)]
 Ratio = Annotated[Float, Ge(0), Lt(1)]  # in [0, 1): split and warmup ratios, dropout rates
 TaskKind = Literal["sequence_classification", "multi_label_classification", "token_classification", "regression",
                    "causal_lm", "generation"]
-DataFormat = Literal["csv", "tsv", "jsonl", "conll", "tfds", "lines", "parallel"]
+DataFormat = Literal["csv", "tsv", "jsonl", "conll", "tfds", "lines", "parallel", "chat"]
 SplitName = Literal["train", "validation", "test", "predict"]  # predict: the file `mgpt predict` labels
 
 
@@ -68,7 +68,8 @@ class ModelConfig:
 class DataConfig:
     """Where the examples come from and how they become token arrays."""
 
-    # lines: text@label per line; parallel: a file pair such as dir/train.de + dir/train.en, named dir/train.de->en
+    # lines: text@label per line; parallel: a file pair such as dir/train.de + dir/train.en, named dir/train.de->en;
+    # chat: JSONL conversations rendered with the tokenizer's chat template, loss on the assistant turns only
     format: DataFormat = "csv"
     train_file: str = ""
     validation_file: str = ""
@@ -111,6 +112,8 @@ class DataConfig:
     prompt_template: str = ""
     target_column: str = ""  # the field holding the completion (takes the place of text_pair_column)
     pack: Bool = False  # causal LM: pack training examples into full rows (segment_ids / position_ids)
+    # format=chat: the field holding each record's [{"role", "content"}, ...] list (OpenAI / TRL conversational)
+    messages_column: str = "messages"
 
 
 @_section

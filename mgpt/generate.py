@@ -193,12 +193,16 @@ def settings_for(tokenizer, max_new_tokens: int = 32, temperature: float = 0.0, 
                           pad_id=pad_id(tokenizer))
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], spec, max_new_tokens: int) -> list[list[int]]:
-    """Token ids of each prompt, tokenized as training tokenized them (special tokens included).
+def encode_prompts(tokenizer, prompts: Sequence[str | Sequence[int]], spec, max_new_tokens: int) -> list[list[int]]:
+    """Token ids of each prompt: a string is tokenized as training tokenized it (special tokens added); a
+    sequence of ids is taken as it is (a chat-template rendering, which holds its special tokens already:
+    tokenizing its text again would add a second BOS).
 
     A prompt too long for the model's positions keeps its last tokens (those next to the answer).
     """
-    rows = [list(r) for r in tokenizer(list(prompts), verbose=False)["input_ids"]]
+    texts = [p for p in prompts if isinstance(p, str)]
+    encoded = iter(tokenizer(texts, verbose=False)["input_ids"] if texts else ())
+    rows = [list(next(encoded)) if isinstance(p, str) else [int(t) for t in p] for p in prompts]
     limit = _position_limit(spec)
     if limit is not None:
         room = limit - max_new_tokens
@@ -212,9 +216,10 @@ def encode_prompts(tokenizer, prompts: Sequence[str], spec, max_new_tokens: int)
     return rows
 
 
-def generate_text(model, params: Any, tokenizer, prompts: Sequence[str], settings: DecodeSettings, *,
-                  batch_size: int = 8, seed: int = 0, mesh=None) -> list[str]:
-    """One completion per prompt (text after the prompt, cut at the first stop token, stripped).
+def generate_text(model, params: Any, tokenizer, prompts: Sequence[str | Sequence[int]], settings: DecodeSettings,
+                  *, batch_size: int = 8, seed: int = 0, mesh=None) -> list[str]:
+    """One completion per prompt (text after the prompt, cut at the first stop token, decoded without
+    special tokens, stripped). A prompt is a string or token ids (see :func:`encode_prompts`).
 
     Prompts are left-padded to the longest one and run in batches of ``batch_size`` (the last one padded
     with weight-0 copies) so the decoder compiles once. With a ``mesh`` every batch is split over its ``data``

@@ -35,7 +35,7 @@ def tokenizer():
 
 
 def test_every_format_the_config_names_has_one_reader():
-    assert set(FORMATS) == {"csv", "tsv", "jsonl", "conll", "tfds", "lines", "parallel"}
+    assert set(FORMATS) == {"csv", "tsv", "jsonl", "conll", "tfds", "lines", "parallel", "chat"}
     assert set(READERS) == set(FORMATS) - {"tfds"}  # TFDS reads a data set by name, not a file
 
 

@@ -125,7 +125,7 @@ def test_optimizer_unknown_keyword_and_name():
     ("model.attention_impl", "'', 'xla', 'cudnn'"),
     ("task.kind", "'sequence_classification', 'multi_label_classification', 'token_classification', "
                   "'regression', 'causal_lm', 'generation'"),
-    ("data.format", "'csv', 'tsv', 'jsonl', 'conll', 'tfds', 'lines', 'parallel'"),
+    ("data.format", "'csv', 'tsv', 'jsonl', 'conll', 'tfds', 'lines', 'parallel', 'chat'"),
     ("optimizer.schedule", "'constant', 'linear', 'cosine'"),
     ("train.best_mode", "'max', 'min'"),
     ("parallel.mode", "'jit', 'pmap'"),

@@ -31,9 +31,11 @@ def normalize_text(text: str) -> str:
 
 
 def _texts(example: dict) -> list[str]:
-    """The input texts of an example (the completion counts for causal LM)."""
+    """The input texts of an example (the completion counts for causal LM; every message of a chat)."""
     if "tokens" in example:
         return [" ".join(example["tokens"])]
+    if "messages" in example:
+        return [m["content"] for m in example["messages"]]
     return [example[key] for key in ("text", "text_pair") if key in example]
 
 
@@ -64,6 +66,8 @@ def _normalise(example: dict) -> dict:
     for key in ("text", "text_pair"):
         if key in out:
             out[key] = normalize_text(out[key])
+    if "messages" in out:
+        out["messages"] = [dict(m, content=normalize_text(m["content"])) for m in out["messages"]]
     return out
 
 
@@ -82,6 +86,8 @@ def _key(example: dict) -> tuple:
     """What makes two examples the same input (labels are not part of it)."""
     if "tokens" in example:
         return tuple(example["tokens"])
+    if "messages" in example:
+        return tuple((m["role"], m["content"]) for m in example["messages"])
     return tuple(example.get(key, "") for key in ("text", "text_pair"))
 
 

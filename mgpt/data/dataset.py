@@ -24,7 +24,7 @@ logger = logging.getLogger("mgpt")
 SPLIT_FILES = reading.SPLIT_FILES
 UNLABELLED_OK = reading.UNLABELLED_OK
 # Per-split arrays an encoder may return besides the Batch arrays, kept on the bundle under the same name.
-_EXTRAS = ("word_index", "num_words", "row_example", "word_offset")
+_EXTRAS = ("word_index", "num_words", "row_example", "word_offset", "prompt_ids")
 
 
 class EncodingTask(Protocol):
@@ -52,6 +52,7 @@ class DatasetBundle:
     windows (``data.stride``) rows are windows and ``row_example`` / ``word_offset`` place them
     (see mgpt.data.windows). ``cleaning[name]`` counts the examples cleaning dropped, by reason.
     A packed causal-LM train split also has ``segment_ids`` / ``position_ids`` (mgpt.data.packing).
+    Chat data (mgpt.data.chat) gives ``prompt_ids[name]``: each example's rendered generation prompt.
     """
 
     label_kind: str
@@ -64,6 +65,7 @@ class DatasetBundle:
     num_truncated: dict[str, int] = dataclasses.field(default_factory=dict)
     row_example: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     word_offset: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    prompt_ids: dict[str, list[list[int]]] = dataclasses.field(default_factory=dict)
     cleaning: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property

@@ -31,6 +31,7 @@ class Encoded:
     words_lost: int = 0  # token classification: words cut off by truncation (predicted "O")
     row_example: Optional[np.ndarray] = None  # sliding windows: (N_rows,) the example each row comes from
     word_offset: Optional[np.ndarray] = None  # sliding windows: (N_rows,) the example's word at row word 0
+    prompt_ids: Optional[list[list[int]]] = None  # chat: each example's generation prompt (mgpt.data.chat)
 
 
 def pad_id(tokenizer) -> int:
@@ -60,7 +61,8 @@ def _base_arrays(batch, tokenizer, max_length: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _warn_truncated(count: int, total: int, max_length: int, where: str, extra: str = "") -> None:
+def warn_truncated(count: int, total: int, max_length: int, where: str, extra: str = "") -> None:
+    """One warning: ``count`` of ``total`` examples (of ``where``) were cut to ``max_length`` tokens."""
     if count:
         place = f" in {where}" if where else ""
         logger.warning(
@@ -99,7 +101,7 @@ def encode_texts(examples: Sequence[dict], tokenizer, max_length: int, *, where:
     batch = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     arrays = _base_arrays(batch, tokenizer, max_length)
     truncated = _num_truncated(batch)
-    _warn_truncated(truncated, len(examples), max_length, where)
+    warn_truncated(truncated, len(examples), max_length, where)
     return Encoded(arrays=arrays, num_truncated=truncated)
 
 
@@ -188,7 +190,7 @@ def encode_tokens(
         cut = int(np.sum(missing > last_seen)) if batch.encodings[i].overflowing else 0
         words_lost += cut
         words_empty += len(missing) - cut
-    _warn_truncated(
+    warn_truncated(
         truncated, len(examples), max_length, where,
         f"; {words_lost} words past the cut are predicted as 'O' in evaluation",
     )
@@ -240,10 +242,15 @@ def encode_causal_lm(examples: Sequence[dict], tokenizer, max_length: int, *, wh
             truncated += 1
         rows.append(ids[:max_length])
         label_rows.append(scored[:max_length])
-    arrays = {
+    warn_truncated(truncated, len(examples), max_length, where)
+    return Encoded(arrays=lm_arrays(rows, label_rows, max_length, tokenizer), num_truncated=truncated)
+
+
+def lm_arrays(rows: Sequence[Sequence[int]], label_rows: Sequence[Sequence[int]], max_length: int,
+              tokenizer) -> dict[str, np.ndarray]:
+    """Right-padded ``input_ids`` / ``attention_mask`` / ``labels`` (-100 on padding) from token rows."""
+    return {
         "input_ids": _fill(rows, max_length, pad_id(tokenizer)),
         "attention_mask": _fill([[1] * len(r) for r in rows], max_length, 0),
         "labels": _fill(label_rows, max_length, IGNORE_INDEX),
     }
-    _warn_truncated(truncated, len(examples), max_length, where)
-    return Encoded(arrays=arrays, num_truncated=truncated)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 
-from mgpt.data import conll
+from mgpt.data import chat, conll
 from mgpt.data.errors import DataError
 from mgpt.data.records import Records, check_file, missing_field
 
@@ -139,6 +139,9 @@ READERS = {
     "csv": lambda path, cfg, labels_optional: read_delimited(path, ","),
     "tsv": lambda path, cfg, labels_optional: read_delimited(path, "\t"),
     "jsonl": lambda path, cfg, labels_optional: read_jsonl(path),
+    # JSONL conversations (OpenAI / TRL "messages"), rendered later with the tokenizer's chat template
+    "chat": lambda path, cfg, labels_optional: chat.chat_records(read_jsonl(path), cfg.messages_column,
+                                                                 labels_optional),
     "lines": lambda path, cfg, labels_optional: read_lines(path, cfg.line_separator, cfg.line_encoding,
                                                            cfg.text_column, cfg.label_column),
     "parallel": lambda path, cfg, labels_optional: read_parallel(path),

@@ -37,6 +37,8 @@ def check_format(data_cfg, label_kind: str, task_name: str = "this task") -> Non
         raise DataError(f"data.format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "conll" and label_kind != labels.LABEL_TAGS:  # CoNLL holds word tags only
         raise DataError(f"data.format='conll' is only for token_classification, not {task_name}")
+    if fmt == "chat" and label_kind != labels.LABEL_NONE:  # conversations train causal LMs only
+        raise DataError(f"data.format='chat' is only for causal_lm and generation, not {task_name}")
     if label_kind == labels.LABEL_TAGS and fmt not in ("conll", "tfds"):
         raise DataError(f"{task_name} reads data.format='conll' or 'tfds', got {fmt!r}")
 

@@ -4,7 +4,8 @@ Every reader (one per format: :mod:`mgpt.data.formats`, :mod:`mgpt.data.conll`,
 :mod:`mgpt.data.tfds_source`) returns :class:`Records`. The data config names which fields are
 the text, the pair, the label or the tokens and tags; for causal language modelling a prompt
 template may combine several fields. What an example holds follows the task's label kind
-(:mod:`mgpt.data.labels`): ``{"text", "text_pair"?, "label"?}`` or ``{"tokens", "tags"?}``.
+(:mod:`mgpt.data.labels`): ``{"text", "text_pair"?, "label"?}`` or ``{"tokens", "tags"?}``; chat
+data (:mod:`mgpt.data.chat`) gives ``{"messages", "where"}``.
 """
 
 from __future__ import annotations
@@ -114,7 +115,11 @@ def _tagged(row: _Row, data_cfg, labels_optional: bool) -> dict:
 
 
 def _unlabelled(row: _Row, data_cfg, labels_optional: bool) -> dict:
-    """A causal-LM example: the text (or the rendered prompt) and, when configured, the completion."""
+    """A causal-LM example: the text (or the rendered prompt) and, when configured, the completion;
+    or a conversation (data.format="chat", see mgpt.data.chat)."""
+    if data_cfg.format == "chat":
+        # the "chat" reader checked the messages; the place names the line in later errors (the template check)
+        return {"messages": row.record["messages"], "where": row.where}
     if data_cfg.prompt_template:
         example = {"text": render(data_cfg.prompt_template, row.record, row.where)}
     else:

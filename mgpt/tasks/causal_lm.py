@@ -11,6 +11,7 @@ import numpy as np
 
 from mgpt import losses
 from mgpt.constants import IGNORE_INDEX
+from mgpt.data import chat
 from mgpt.data.encode import encode_causal_lm, pad_id
 from mgpt.data.labels import LABEL_NONE
 from mgpt.data.packing import pack_rows
@@ -55,9 +56,11 @@ class CausalLM:
         self.loss_chunk_size = int(loss_chunk_size)
 
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
-        """Token arrays of one split, labels = input ids (only the completion's with a text pair);
+        """Token arrays of one split, labels = input ids (only the completion's with a text pair; only the
+        assistant turns' with ``data.format="chat"``, rendered by the chat template, see mgpt.data.chat);
         with ``data.pack`` the train split is packed into full rows (evaluation stays one example per row)."""
-        encoded = encode_causal_lm(examples, tokenizer, data_cfg.max_length, where=where)
+        encode = chat.encode_chat if data_cfg.format == "chat" else encode_causal_lm
+        encoded = encode(examples, tokenizer, data_cfg.max_length, where=where)
         if data_cfg.pack and split == "train":
             encoded.arrays = pack_rows(encoded.arrays, data_cfg.max_length, pad_id(tokenizer))
             logger.info("%s: packed %d examples into %d rows of %d tokens", where, len(examples),

@@ -3,7 +3,8 @@
 For tasks that declare ``evaluation = "generate"`` (:class:`mgpt.tasks.Generation`). The run supplies the
 model, tokenizer, mesh and decode settings (``task.max_new_tokens`` / ``temperature`` / ``top_k`` /
 ``top_p`` / ``decode_seed``); the task supplies the prompts and references of a split and turns the
-generated texts into its report. :mod:`mgpt.train.evaluation` dispatches here.
+generated texts into its report. :mod:`mgpt.train.evaluation` dispatches here. A task's prompt is text, or
+token ids already rendered (chat data: the chat template wrote its special tokens; see :mod:`mgpt.data.chat`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def evaluate_by_generation(run, params: Any, split: str, loss_sum: float, count:
                           "top_k": cfg.top_k, "top_p": cfg.top_p, "seed": cfg.decode_seed}
     scalars = task.headline(report)
     report.update(scalars)
-    report["generations"] = [{"prompt": prompt, "prediction": p, "reference": r}
+    report["generations"] = [{"prompt": prompt_text(run.tokenizer, prompt), "prediction": p, "reference": r}
                              for prompt, p, r in zip(prompts, generated, references)]
     return report, scalars
+
+
+def prompt_text(tokenizer, prompt) -> str:
+    """A prompt as the report shows it: the text itself, or token ids (a chat rendering) decoded with
+    their special tokens."""
+    return prompt if isinstance(prompt, str) else tokenizer.decode(list(prompt), skip_special_tokens=False)

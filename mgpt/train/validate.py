@@ -26,10 +26,11 @@ _ALL_KINDS = typing.get_args(config_lib.TaskKind)
 _CAUSAL = ("causal_lm", "generation")
 _NOT_TOKENS = tuple(kind for kind in _ALL_KINDS if kind != "token_classification")
 # What each reader can feed (mgpt.data.reading): words with tags come from CoNLL files or TFDS;
-# CSV / TSV / JSONL / lines hold one example per row; parallel text pairs only make prompts and targets.
+# CSV / TSV / JSONL / lines hold one example per row; parallel text pairs only make prompts and targets;
+# chat conversations train a causal LM on their assistant turns.
 FORMAT_TASKS = {
     "csv": _NOT_TOKENS, "tsv": _NOT_TOKENS, "jsonl": _NOT_TOKENS, "lines": _NOT_TOKENS,
-    "conll": ("token_classification",), "parallel": _CAUSAL, "tfds": _ALL_KINDS,
+    "conll": ("token_classification",), "parallel": _CAUSAL, "tfds": _ALL_KINDS, "chat": _CAUSAL,
 }
 _SPLIT_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file",
                 "predict": "predict_file"}
@@ -85,7 +86,15 @@ def _check_data_format(config: ExperimentConfig) -> None:
     if data.format == "lines" and kind in _CAUSAL and records:
         _fail("data.format", data.format, "has no named fields for data.prompt_template / data.target_column; "
               "expected one of 'csv', 'tsv', 'jsonl', 'parallel', 'tfds'")
-    if kind == "generation" and not (data.target_column or data.text_pair_column):
+    if data.format == "chat":  # the chat template makes the prompt and the messages hold the target
+        for key in ("prompt_template", "target_column", "text_pair_column"):
+            if getattr(data, key):
+                _fail(f"data.{key}", getattr(data, key), "data.format='chat' renders each conversation with the "
+                      "tokenizer's chat template and scores the assistant turns; expected ''")
+        if not data.messages_column:
+            _fail("data.messages_column", data.messages_column, "data.format='chat' needs the field holding "
+                  "each record's messages, e.g. 'messages'")
+    elif kind == "generation" and not (data.target_column or data.text_pair_column):
         _fail("data.target_column", data.target_column, "task.kind='generation' needs the field holding the "
               "reference text")
     if data.format == "tfds":
