@@ -127,7 +127,12 @@ def _generate(args, config: config_lib.ExperimentConfig) -> int:
     from mgpt.data import chat
 
     # (fields, prompt text or messages): every line checked before the model loads
-    inputs = _generate_inputs(args.input, config.data) if args.input else [({}, text) for text in args.prompt]
+    if args.input:
+        inputs = _generate_inputs(args.input, config.data)
+    elif config.data.use_chat_template:  # prompted the way it was trained: as the user turn
+        inputs = [({}, chat.prompt_conversation(text, None, config.data.system_prompt)) for text in args.prompt]
+    else:
+        inputs = [({}, text) for text in args.prompt]
     tc = config.task
     if args.model:
         from mgpt.models import load_pretrained
@@ -189,7 +194,10 @@ def _generate_inputs(path: str, data_cfg) -> list[tuple[dict, object]]:
         if column in record:
             inputs.append((record, chat.check_messages(record[column], where, column, need_assistant=False)))
         elif all(name in record for name in fields):
-            inputs.append((record, records.example_from_record(record, plain, labels.LABEL_NONE, where, True)["text"]))
+            text = records.example_from_record(record, plain, labels.LABEL_NONE, where, True)["text"]
+            # an experiment that trains through the chat template is prompted through it too
+            inputs.append((record, chat.prompt_conversation(text, None, data_cfg.system_prompt)
+                           if data_cfg.use_chat_template else text))
         else:
             raise DataError(f"{where}: expected {column!r} (a conversation) or {', '.join(map(repr, fields))} "
                             f"(a prompt); the object has keys {sorted(record)}")

@@ -114,6 +114,11 @@ class DataConfig:
     pack: Bool = False  # causal LM: pack training examples into full rows (segment_ids / position_ids)
     # format=chat: the field holding each record's [{"role", "content"}, ...] list (OpenAI / TRL conversational)
     messages_column: str = "messages"
+    # Causal LM / generation from prompt_template + target_column: the rendered prompt becomes the user turn (after
+    # system_prompt, when set) and the target the assistant turn, through the tokenizer's chat template (an
+    # instruct model sees its own format); the loss covers the assistant turn, long prompts are shortened first.
+    use_chat_template: Bool = False
+    system_prompt: str = ""  # with use_chat_template: the system turn before every prompt
 
 
 @_section

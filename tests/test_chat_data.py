@@ -266,3 +266,48 @@ def test_generate_command_names_a_line_with_neither_messages_nor_a_prompt(traine
     assert capsys.readouterr().err.strip() == (
         f"mgpt: generate: {inputs}:2: expected 'messages' (a conversation) or 'text' (a prompt); "
         "the object has keys ['question']")
+
+
+# ------------------------------------------------------------ prompt/target records through the chat template
+
+
+def test_prompt_target_records_through_the_chat_template(tmp_path):
+    tokenizer = chat_tokenizer()
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"q": "what colour is the sky", "a": "blue"}])
+    data_cfg = DataConfig(format="jsonl", train_file=path, prompt_template="{q}", target_column="a",
+                          use_chat_template=True, system_prompt="be brief", max_length=32)
+    examples = reading.read_examples(path, data_cfg, "none", task_name="generation")
+    encoded = get_task("generation").encode(examples, tokenizer, data_cfg, {}, split="train", where="train")
+    conversation = [msg("system", "be brief"), msg("user", "what colour is the sky"), msg("assistant", "blue")]
+    ids = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=False)
+    n = len(ids)
+    np.testing.assert_array_equal(encoded.arrays["input_ids"][0][:n], ids)
+    labels = encoded.arrays["labels"][0]
+    assert [VOCAB[ids[i]] for i in range(n) if labels[i] != IGNORE_INDEX] == ["blue", "<|im_end|>", "\n"]
+    assert encoded.prompt_ids == [tokenizer.apply_chat_template(conversation[:-1], tokenize=True, return_dict=False,
+                                                                add_generation_prompt=True)]
+
+
+def test_a_long_prompt_is_shortened_so_the_assistant_turn_is_kept(tmp_path, caplog):
+    tokenizer = chat_tokenizer()
+    long_prompt = " ".join(["what colour is the sky"] * 6)  # 30 words
+    examples = [{"text": long_prompt, "text_pair": "blue"}]
+    with caplog.at_level(logging.WARNING, logger="mgpt"):
+        encoded = chat.encode_prompts_as_chat(examples, tokenizer, 20, where="train")
+    assert "1 of 1 examples in train are longer than max_length=20" in caplog.text
+    ids, labels = encoded.arrays["input_ids"][0], encoded.arrays["labels"][0]
+    assert encoded.arrays["attention_mask"][0].sum() == 20
+    assert [VOCAB[ids[i]] for i in range(20) if labels[i] != IGNORE_INDEX] == ["blue", "<|im_end|>", "\n"]
+
+
+def test_validate_use_chat_template_needs_a_target_and_system_prompt_needs_it():
+    def check(**data):
+        return validate(ExperimentConfig(data=DataConfig(**dict(dict(format="jsonl", train_file="x.jsonl",
+                                                                     validation_file="y.jsonl"), **data)),
+                                         task=TaskConfig(kind="generation")))
+
+    check(use_chat_template=True, prompt_template="{q}", target_column="a", system_prompt="be brief")
+    with pytest.raises(ConfigError, match="data.use_chat_template=True: renders data.prompt_template"):
+        check(use_chat_template=True)
+    with pytest.raises(ConfigError, match="data.system_prompt='be brief': is the system turn"):
+        check(system_prompt="be brief", target_column="a")

@@ -134,6 +134,46 @@ def conversation_ids(tokenizer, messages: Sequence[dict], where: str = "") -> tu
     return ids, labels
 
 
+def prompt_conversation(prompt: str, target: str | None = None, system_prompt: str = "") -> list[dict]:
+    """A prompt (and its target) as a conversation: ``[system?, user: prompt, assistant: target?]``."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": prompt})
+    if target is not None:
+        messages.append({"role": ASSISTANT, "content": target})
+    return messages
+
+
+def fit_prompt(tokenizer, messages: list[dict], max_length: int) -> list[dict]:
+    """``messages`` with the last user message's content cut from its end, token by token, until the
+    whole conversation renders to at most ``max_length`` tokens (so the assistant turn is never cut)."""
+    user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    for _ in range(4):  # a cut can change how neighbouring text tokenizes; a few rounds settle it
+        excess = len(render_ids(tokenizer, messages)) - max_length
+        if excess <= 0:
+            break
+        content = tokenizer(messages[user]["content"], add_special_tokens=False)["input_ids"]
+        kept = tokenizer.decode(content[: max(0, len(content) - excess)])
+        messages = messages[:user] + [dict(messages[user], content=kept)] + messages[user + 1:]
+    return messages
+
+
+def encode_prompts_as_chat(examples: Sequence[dict], tokenizer, max_length: int, system_prompt: str = "", *,
+                           where: str = "") -> Encoded:
+    """Prompt/target examples (``"text"``, ``"text_pair"``) as one-turn conversations
+    (:func:`prompt_conversation`) encoded by :func:`encode_chat`; a prompt too long is shortened first."""
+    if not examples:
+        raise DataError(f"{where or 'data'}: no examples to encode")
+    check_template(tokenizer, where)
+    conversations, shortened = [], 0
+    for example in examples:
+        messages = prompt_conversation(example["text"], example.get("text_pair"), system_prompt)
+        fitted = fit_prompt(tokenizer, messages, max_length)
+        shortened += fitted is not messages
+        conversations.append({"messages": fitted, "where": example.get("where") or where})
+    warn_truncated(shortened, len(examples), max_length, where, "; their prompts were shortened")
+    return encode_chat(conversations, tokenizer, max_length, where=where)
+
+
 def encode_chat(examples: Sequence[dict], tokenizer, max_length: int, *, where: str = "") -> Encoded:
     """Conversations into right-padded ``input_ids`` / ``attention_mask`` / ``labels`` (assistant tokens only).
 

@@ -59,8 +59,13 @@ class CausalLM:
         """Token arrays of one split, labels = input ids (only the completion's with a text pair; only the
         assistant turns' with ``data.format="chat"``, rendered by the chat template, see mgpt.data.chat);
         with ``data.pack`` the train split is packed into full rows (evaluation stays one example per row)."""
-        encode = chat.encode_chat if data_cfg.format == "chat" else encode_causal_lm
-        encoded = encode(examples, tokenizer, data_cfg.max_length, where=where)
+        if data_cfg.format == "chat":
+            encoded = chat.encode_chat(examples, tokenizer, data_cfg.max_length, where=where)
+        elif data_cfg.use_chat_template:
+            encoded = chat.encode_prompts_as_chat(examples, tokenizer, data_cfg.max_length, data_cfg.system_prompt,
+                                                  where=where)
+        else:
+            encoded = encode_causal_lm(examples, tokenizer, data_cfg.max_length, where=where)
         if data_cfg.pack and split == "train":
             encoded.arrays = pack_rows(encoded.arrays, data_cfg.max_length, pad_id(tokenizer))
             logger.info("%s: packed %d examples into %d rows of %d tokens", where, len(examples),

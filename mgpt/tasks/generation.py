@@ -46,7 +46,7 @@ class Generation(CausalLM):
         """The target text of every example of ``split`` (a chat's last assistant message); fails when the
         data has no target field."""
         examples = data.examples[split]
-        if split in data.prompt_ids:
+        if examples and "messages" in examples[0]:
             texts = [chat.reference(e["messages"]) for e in examples]
             missing = [i for i, text in enumerate(texts) if text is None]
             if missing:

@@ -86,6 +86,9 @@ def _check_data_format(config: ExperimentConfig) -> None:
     if data.format == "lines" and kind in _CAUSAL and records:
         _fail("data.format", data.format, "has no named fields for data.prompt_template / data.target_column; "
               "expected one of 'csv', 'tsv', 'jsonl', 'parallel', 'tfds'")
+    if data.system_prompt and not data.use_chat_template:
+        _fail("data.system_prompt", data.system_prompt, "is the system turn of data.use_chat_template=True; "
+              "a conversation (data.format='chat') carries its own")
     if data.format == "chat":  # the chat template makes the prompt and the messages hold the target
         for key in ("prompt_template", "target_column", "text_pair_column"):
             if getattr(data, key):
@@ -94,6 +97,10 @@ def _check_data_format(config: ExperimentConfig) -> None:
         if not data.messages_column:
             _fail("data.messages_column", data.messages_column, "data.format='chat' needs the field holding "
                   "each record's messages, e.g. 'messages'")
+    elif data.use_chat_template and not (kind in _CAUSAL and data.target_column):
+        _fail("data.use_chat_template", data.use_chat_template, "renders data.prompt_template / data.text_column as "
+              "the user turn and data.target_column as the assistant turn of a causal_lm or generation task; "
+              "set data.target_column (or data.format='chat' for conversations)")
     elif kind == "generation" and not (data.target_column or data.text_pair_column):
         _fail("data.target_column", data.target_column, "task.kind='generation' needs the field holding the "
               "reference text")
