@@ -77,9 +77,15 @@ def _wnut17(tmp_path):
     return [f"data.{s}_file={p}" for s, p in files.items()], contextlib.nullcontext()
 
 
+def _banking_lora(tmp_path):
+    overrides, context = _banking(tmp_path)
+    return overrides + ["peft.target_modules="], context  # the tiny BERT's default LoRA targets, not Llama's
+
+
 CASES = {
     "financial_sentiment.py": _phrasebank,
     "banking77_intent.py": _banking,
+    "smollm2_banking77_lora.py": _banking_lora,
     "recommendation.py": _recommendation,
     "sst2_sentiment.py": _sst2,
     "conll2003_ner.py": _conll2003,

@@ -23,9 +23,19 @@ STEP = ["train.max_steps=1", "train.batch_size=8", "train.eval_batch_size=8", "t
         "checkpoint.enabled=false", "data.max_length=24", "task.max_new_tokens=3", "model.dtype=float32"]
 
 
+# A template for the word-level tiny tokenizer (its words only): each message's content, then end-of-text.
+TINY_CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] + ' ' + eos_token + ' ' }}{% endfor %}"
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return tiny_gpt2(tmp_path_factory.mktemp("gpt2") / "model")
+    from transformers import AutoTokenizer
+
+    directory = tiny_gpt2(tmp_path_factory.mktemp("gpt2") / "model")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE  # for the experiments trained through a chat template
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def _jsonl(path, records):
@@ -35,10 +45,14 @@ def _jsonl(path, records):
     return str(path)
 
 
+# The real-decoder experiments name Llama module paths for LoRA; the tiny GPT-2 takes its family's default.
+TINY_LORA = ["peft.target_modules="]
+
+
 def _customer_service(tmp_path):
     qa = [{"question": f"was the movie {w}", "answer": f"the movie was {w}"} for w in ("good", "bad", "fine")] * 4
     return [f"data.train_file={_jsonl(tmp_path / 'train.jsonl', qa)}",
-            f"data.test_file={_jsonl(tmp_path / 'test.jsonl', qa[:4])}"], contextlib.nullcontext()
+            f"data.test_file={_jsonl(tmp_path / 'test.jsonl', qa[:4])}"] + TINY_LORA, contextlib.nullcontext()
 
 
 def _translation_tfds(tmp_path):
@@ -69,11 +83,16 @@ def _scitldr(tmp_path):
             f"data.test_file={files['test']}"], contextlib.nullcontext()
 
 
+def _scitldr_chat(tmp_path):
+    return _scitldr(tmp_path)[0] + TINY_LORA, contextlib.nullcontext()
+
+
 GENERATION_CASES = {
     "customer_service_answers.py": [_customer_service],
     "translation.py": [_translation_tfds, _translation_parallel],
     "summarization.py": [_summarization],
     "scitldr_summarization.py": [_scitldr],
+    "smollm2_scitldr_chat.py": [_scitldr_chat],
 }
 PARAMS = [(name, case) for name, cases in sorted(GENERATION_CASES.items()) for case in cases]
 
