@@ -31,9 +31,9 @@ DATA = os.environ.get(
     os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "scitldr")),
 )
 # The user turn; shared with the PyTorch reference (experiments/benchmarks/smollm2_compare.py).
-PROMPT_TEMPLATE = "Summarize this abstract in one sentence.\n\n{source}"
-HYPERPARAMETERS = dict(learning_rate=5e-4, batch_size=8, num_epochs=1, max_length=320, warmup_ratio=0.06,
-                       weight_decay=0.0, max_grad_norm=1.0, lora_rank=8, lora_alpha=16.0, lora_dropout=0.05,
+PROMPT_TEMPLATE = "Summarize in one sentence:\n\n{source}"
+HYPERPARAMETERS = dict(learning_rate=2e-4, batch_size=4, num_epochs=1, max_length=256, warmup_ratio=0.1,
+                       weight_decay=0.01, max_grad_norm=1.0, lora_rank=8, lora_alpha=16.0, lora_dropout=0.05,
                        max_new_tokens=64)
 LORA_TARGETS = r"self_attn/(q_proj|k_proj|v_proj|o_proj)$"
 
