@@ -57,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", help="JSONL file to write (default: print JSON lines)")
 
     convert = sub.add_parser(
-        "convert", help="Hugging Face directory <-> Orbax checkpoint of mgpt params (direction from SRC's files)"
+        "convert", help="Hugging Face directory <-> Orbax checkpoint of mgpt params, or to/from a GGUF file "
+                        "(direction from SRC's files and DST's suffix)"
     )
-    convert.add_argument("src", help="a Hugging Face directory (config.json + safetensors) or an mgpt Orbax one")
-    convert.add_argument("dst", help="the directory to write (must not exist, or be empty, for HF -> Orbax)")
+    convert.add_argument("src", help="a Hugging Face directory (config.json + safetensors), an mgpt Orbax one, a "
+                                     ".gguf file, or (to GGUF) a training run's workdir")
+    convert.add_argument("dst", help="the directory to write (must not exist, or be empty, for HF -> Orbax and "
+                                     "GGUF -> HF), or a .gguf file")
+    convert.add_argument("--dtype", default="f16", choices=["f16", "q8_0", "f32"],
+                         help="to GGUF: how 2-D weights are stored (1-D tensors stay f32; default f16)")
     convert.add_argument("--task", help="HF -> Orbax: task head, when config.json's architectures names none")
     convert.add_argument("--num-labels", type=int, help="HF -> Orbax: label count, when it differs from config.json")
     convert.add_argument("--param-dtype", default="float32", help="HF -> Orbax: stored dtype (float32, bfloat16)")
@@ -106,13 +111,20 @@ def _bench(args) -> int:
 
 
 def _convert(args) -> int:
+    from mgpt.models import gguf_read
     from mgpt.models.convert import convert
     from mgpt.models.safetensors_io import CheckpointError
+    from mgpt.train import export
 
     try:
-        direction = convert(args.src, args.dst, task=args.task, num_labels=args.num_labels,
-                            param_dtype=args.param_dtype, max_shard_size=args.max_shard_size)
-    except (CheckpointError, ValueError) as error:
+        if gguf_read.is_gguf(args.dst) and export.is_run_workdir(args.src):
+            export.workdir_to_gguf(args.src, args.dst, args.dtype)
+            direction = "run->gguf"
+        else:
+            direction = convert(args.src, args.dst, task=args.task, num_labels=args.num_labels,
+                                param_dtype=args.param_dtype, max_shard_size=args.max_shard_size,
+                                gguf_dtype=args.dtype)
+    except (CheckpointError, config_lib.ConfigError, ValueError) as error:
         print(f"mgpt: convert: {error}", file=sys.stderr)
         return 2
     print(f"converted {args.src} -> {args.dst} ({direction})")

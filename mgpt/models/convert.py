@@ -8,7 +8,10 @@ An mgpt Orbax directory holds::
     tokenizer files    when the source had them
 
 :func:`convert` picks the direction from what the source holds (``mgpt_spec.json`` -> Hugging Face,
-``config.json`` + safetensors -> Orbax). ``mgpt convert SRC DST`` calls it.
+``config.json`` + safetensors -> Orbax) and the destination: ``DST.gguf`` writes a llama.cpp file from a Hugging
+Face directory, an Orbax directory or another GGUF file (:func:`mgpt.models.gguf_export.save_gguf`); a ``.gguf``
+source with a directory destination writes a Hugging Face directory. ``mgpt convert SRC DST`` calls it (a
+training run's workdir goes through :mod:`mgpt.train.export`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Optional
 import jax
 from flax import traverse_util
 
+from mgpt.models import gguf_read
+from mgpt.models.gguf_export import save_gguf
 from mgpt.models.heads import build_model, make_spec
 from mgpt.models.hf import load_pretrained
 from mgpt.models.hf_export import export_config, save_pretrained
@@ -117,9 +122,36 @@ def orbax_to_hf(src: str, dst: str, max_shard_size: int | str = "5GB") -> str:
     return save_pretrained(dst, spec, params, tokenizer, max_shard_size=max_shard_size)
 
 
+def to_gguf(src: str, dst: str, dtype: str = "f16") -> str:
+    """A Hugging Face directory, an mgpt Orbax directory or a GGUF file -> one GGUF file (a causal LM); returns
+    the direction ("hf->gguf", "orbax->gguf", "gguf->gguf")."""
+    if os.path.isdir(src) and os.path.isfile(os.path.join(src, SPEC_FILE)):
+        kind, (_, params, spec, tokenizer) = "orbax", load_orbax(src)
+    elif gguf_read.is_gguf(src) or os.path.isfile(os.path.join(src, "config.json")):
+        kind = "gguf" if gguf_read.is_gguf(src) else "hf"
+        _, params, spec, tokenizer = load_pretrained(src, task="causal_lm")
+    else:
+        raise CheckpointError(f"{src}: not a GGUF file, a Hugging Face directory (config.json) or an mgpt Orbax "
+                              f"directory ({SPEC_FILE})")
+    save_gguf(dst, spec, params, tokenizer, dtype=dtype)
+    return f"{kind}->gguf"
+
+
+def gguf_to_hf(src: str, dst: str, max_shard_size: int | str = "5GB") -> str:
+    """A GGUF file -> a Hugging Face causal-LM directory (config.json, safetensors, tokenizer files)."""
+    _, params, spec, tokenizer = load_pretrained(src, task="causal_lm")
+    return save_pretrained(dst, spec, params, tokenizer, max_shard_size=max_shard_size)
+
+
 def convert(src: str, dst: str, task: Optional[str] = None, num_labels: Optional[int] = None,
-            param_dtype: str = "float32", max_shard_size: int | str = "5GB") -> str:
-    """Convert ``src`` to ``dst``, the direction inferred from ``src``; returns "hf->orbax" or "orbax->hf"."""
+            param_dtype: str = "float32", max_shard_size: int | str = "5GB", gguf_dtype: str = "f16") -> str:
+    """Convert ``src`` to ``dst``, the direction inferred from both; returns "hf->orbax", "orbax->hf", "<src>->gguf"
+    (``gguf_dtype`` f16, q8_0 or f32) or "gguf->hf"."""
+    if gguf_read.is_gguf(dst):
+        return to_gguf(src, dst, gguf_dtype)
+    if gguf_read.is_gguf(src):
+        gguf_to_hf(src, _check_destination(dst), max_shard_size)
+        return "gguf->hf"
     if not os.path.isdir(src):
         raise CheckpointError(f"source {src!r} is not a directory")
     if os.path.isfile(os.path.join(src, SPEC_FILE)):

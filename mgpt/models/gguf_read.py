@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import tempfile
 from typing import Iterator
 
 import numpy as np
@@ -182,13 +183,14 @@ class GgufTensors:
 def gguf_tokenizer(path: str):
     """The fast tokenizer (with its chat template) built from the file's metadata by transformers, or None
     when the file carries no tokenizer."""
-    from transformers import AutoTokenizer
+    from transformers import TokenizersBackend  # not AutoTokenizer: that also needs a config transformers can read
 
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if "tokenizer.ggml.tokens" not in open_gguf(path).fields:
         return None
-    try:
-        return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    try:  # from an empty directory: tokenizer files beside the .gguf would otherwise override its metadata
+        with tempfile.TemporaryDirectory() as empty:
+            return TokenizersBackend.from_pretrained(empty, gguf_file=path)
     except Exception as exc:
         raise CheckpointError(f"{path}: could not build a tokenizer from its GGUF metadata "
                               f"({type(exc).__name__}: {exc})") from exc
