@@ -26,9 +26,10 @@ SHUFFLE_SALT = "mgpt-smollm2-0:"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUMMARY_PROMPT = "Summarize in one sentence:\n\n{source}"
 
-# Sizes for a 2-core CPU, each training run <= ~5 min. Measured there (torch 2.13, 2 threads, fp32): Banking77
-# LoRA, batch 16, dynamic padding: ~6.3 s/step (10 examples per intent = 49 steps); SciTLDR LoRA SFT, batch 4,
-# max_length 256: ~7-15 s/step (16 steps); greedy generation of a 4-prompt batch, 64 tokens: ~10 s.
+# Sizes for a 2-core CPU, each training run <= ~5 min on an idle machine. Measured on the shared 2-core build
+# machine (torch 2.13, 2 threads, fp32, other jobs running): Banking77 LoRA, batch 16, dynamic padding: median
+# 3.6 s/step over 49 steps (single steps 1.5-28 s under contention); SciTLDR LoRA SFT, batch 4, max_length 256:
+# 7-15 s/step; greedy generation of a 4-prompt batch, 64 new tokens: ~10 s.
 BANKING77 = dict(train_examples=770, test_examples=770, num_epochs=1, batch_size=16, max_length=64,
                  learning_rate=5e-4, full_learning_rate=5e-5, warmup_ratio=0.1, weight_decay=0.01,
                  max_grad_norm=1.0)
