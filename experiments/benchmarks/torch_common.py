@@ -27,6 +27,18 @@ def reference_args(default_output: str) -> argparse.Namespace:
     return args
 
 
+def torch_matmul_flops(size: int = 2048) -> float:
+    """Measured fp32 matmul rate of this machine in FLOP/s (median of 5 square ``size`` products)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(5):
+        tic = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - tic)
+    return 2.0 * size**3 / statistics.median(times)
+
+
 def adamw_with_schedule(model, hp: dict, total_steps: int):
     """AdamW with decay off for biases and LayerNorm weights, linear warmup then linear decay (as mgpt)."""
     def no_decay(name):

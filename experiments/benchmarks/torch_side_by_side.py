@@ -22,17 +22,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 from mgpt import bench  # noqa: E402
-
-
-def torch_matmul_flops(size: int = 2048) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(5):
-        tic = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - tic)
-    return 2.0 * size**3 / statistics.median(times)
+from torch_common import torch_matmul_flops  # noqa: E402
 
 
 def torch_step_time(name: str, batch_size: int, seq_len: int, steps: int, warmup: int, compiled: bool) -> float:
