@@ -53,15 +53,20 @@ def run_child(command: list[str], log: str) -> dict:
 def mgpt_overrides(mode: str, files: dict, args) -> list[str]:
     """The shared settings of smollm2_data.py as mgpt ``--set`` overrides, over the experiment's own."""
     hp = sd.BANKING77 if mode == "banking77" else sd.SCITLDR
+    full = mode == "banking77" and args.method == "full"
+    learning_rate = hp["full_learning_rate"] if full else hp["learning_rate"]
     common = [f"train.seed={args.seed}", f"train.batch_size={hp['batch_size']}", f"train.num_epochs={hp['num_epochs']}",
-              f"optimizer.learning_rate={hp['learning_rate']}", f"optimizer.warmup_ratio={hp['warmup_ratio']}",
+              f"optimizer.learning_rate={learning_rate}", f"optimizer.warmup_ratio={hp['warmup_ratio']}",
               f"optimizer.weight_decay={hp['weight_decay']}", f"optimizer.max_grad_norm={hp['max_grad_norm']}",
               f"data.max_length={hp['max_length']}", f"data.train_file={files['train']}",
               f"data.test_file={files['test']}", "data.validation_file=", "data.validation_ratio=0.0",
-              "peft.method=lora", f"peft.rank={sd.LORA['r']}", f"peft.alpha={float(sd.LORA['alpha'])}",
-              f"peft.dropout={sd.LORA['dropout']}", "train.progress_bar=false"]
-    if mode == "scitldr":
-        common.append(f"task.max_new_tokens={hp['max_new_tokens']}")
+              "peft.method=none" if full else "peft.method=lora", f"peft.rank={sd.LORA['r']}",
+              f"peft.alpha={float(sd.LORA['alpha'])}", f"peft.dropout={sd.LORA['dropout']}", "train.progress_bar=false",
+              # model selection as the reference: the last step, no development split
+              "train.eval_splits=[]", "train.best_metric=", "train.final_eval_splits=[test]"]
+    if mode == "scitldr":  # the conversations as written by smollm2_data (sources fitted to max_length)
+        common += [f"task.max_new_tokens={hp['max_new_tokens']}", "data.format=chat", "data.prompt_template=",
+                   "data.target_column=", "data.use_chat_template=false"]
     if args.max_steps:
         common.append(f"train.max_steps={args.max_steps}")
     return common + args.overrides
@@ -108,8 +113,25 @@ def child_train(mode: str, workdir: str, args) -> dict:
         row.update(test_accuracy=test.get("accuracy"), test_macro_f1=test.get("macro_f1"))
     else:
         row["fine_tuned"] = {k: test.get(k) for k in ("rouge1", "rouge2", "rougeL")}
-        row["zero_shot"] = None  # TODO(lead): an mgpt evaluation of the untrained model (train.max_steps=0?)
+        row["zero_shot"] = zero_shot(config, files["test"])
     return row
+
+
+def zero_shot(config, test_file: str) -> dict:
+    """ROUGE of the untrained instruct model on the test conversations, through mgpt's own generation path
+    (the prompts the trained model's evaluation uses, the same decoding settings)."""
+    import mgpt
+    from mgpt import generate, text_metrics
+    from mgpt.data import chat
+
+    model, params, _, tokenizer = mgpt.load_pretrained(config.model.name_or_path, task="causal_lm")
+    with open(test_file) as f:
+        conversations = [json.loads(line)["messages"] for line in f]
+    prompts = [chat.generation_prompt(tokenizer, messages) for messages in conversations]
+    settings = generate.settings_for(tokenizer, config.task.max_new_tokens)
+    texts = generate.generate_text(model, params, tokenizer, prompts, settings, batch_size=config.train.eval_batch_size)
+    report = text_metrics.text_report(texts, [chat.reference(m) for m in conversations], ("rouge",))
+    return {k: report[k] for k in ("rouge1", "rouge2", "rougeL")}
 
 
 def child_generate(args) -> dict:
@@ -134,8 +156,8 @@ def child_generate(args) -> dict:
             width = max(map(len, chunk))
             ids = np.array([[pad] * (width - len(p)) + p for p in chunk], np.int32)
             mask = (np.arange(width)[None, :] >= (width - np.array([len(p) for p in chunk]))[:, None]).astype(np.int32)
-            if start == 0:  # compile outside the timing, as the reference warms up
-                jax.block_until_ready(generate_tokens(model, params, ids, mask, settings))
+            # each prompt width compiles once; compile outside the timing (a server's programs are warm)
+            jax.block_until_ready(generate_tokens(model, params, ids, mask, settings))
             tic = time.perf_counter()
             out = np.asarray(jax.block_until_ready(generate_tokens(model, params, ids, mask, settings))).tolist()
             seconds += time.perf_counter() - tic
@@ -186,6 +208,7 @@ def main():
     parser.add_argument("--modes", nargs="+", choices=list(FIGURES), default=list(FIGURES))
     parser.add_argument("--frameworks", nargs="+", choices=["mgpt", "torch"], default=["mgpt", "torch"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=["lora", "full"], default="lora", help="banking77: LoRA or full fine-tuning")
     parser.add_argument("--data-dir", default="", help="folder with banking77/ and scitldr/ (default ../shared/data)")
     parser.add_argument("--output", default="bench_results/smollm2_compare.json")
     parser.add_argument("--max-steps", type=int, default=0, help="stop training after this many steps (smoke run)")
@@ -204,7 +227,7 @@ def main():
         return
     out_dir = os.path.splitext(os.path.abspath(args.output))[0]
     os.makedirs(out_dir, exist_ok=True)
-    results = {"seed": args.seed, "settings": {"banking77": sd.BANKING77, "scitldr": sd.SCITLDR, "lora": sd.LORA,
+    results = {"seed": args.seed, "method": args.method, "settings": {"banking77": sd.BANKING77, "scitldr": sd.SCITLDR, "lora": sd.LORA,
                                                "generate": sd.GENERATE}, "modes": {}}
     data_flag = ["--data-dir", sd.data_dir(args.data_dir)]
     for mode in args.modes:
@@ -215,6 +238,8 @@ def main():
         for framework in order:
             if framework == "torch":
                 command = [sys.executable, REFERENCE, mode, "--seed", str(args.seed), "--output", torch_json] + data_flag
+                if mode == "banking77":
+                    command += ["--method", args.method]
                 if args.max_steps:
                     command += ["--max-steps", str(args.max_steps)]
                 usage = run_child(command, os.path.join(out_dir, f"{mode}_torch.log"))
@@ -226,7 +251,7 @@ def main():
                     raise SystemExit(f"{workdir} exists; delete it or pass another --output")
                 row_json = os.path.join(out_dir, f"{mode}_mgpt.json")
                 command = [sys.executable, os.path.abspath(__file__), "--child", mode, workdir, "--child-output",
-                           row_json, "--seed", str(args.seed), "--max-steps", str(args.max_steps),
+                           row_json, "--seed", str(args.seed), "--max-steps", str(args.max_steps), "--method", args.method,
                            "--torch-result", torch_json] + data_flag
                 for item in args.overrides:
                     command += ["--set", item]

@@ -24,18 +24,38 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHUFFLE_SALT = "mgpt-smollm2-0:"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SUMMARY_PROMPT = "Summarize in one sentence:\n\n{source}"
+
+
+def experiment_constant(name: str, constant: str):
+    """A literal constant (``HYPERPARAMETERS``, ``PROMPT_TEMPLATE``) of ``experiments/<name>.py``, read from its
+    source without importing it (the PyTorch side need not import mgpt): the experiment is the one place the
+    settings live."""
+    import ast
+
+    path = os.path.join(ROOT, "experiments", f"{name}.py")
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == constant for t in node.targets):
+            value = node.value
+            if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":  # dict(a=1, ...)
+                return {k.arg: ast.literal_eval(k.value) for k in value.keywords}
+            return ast.literal_eval(value)
+    raise KeyError(f"{path} defines no literal {constant}")
+
+
+SUMMARY_PROMPT = experiment_constant("smollm2_scitldr_chat", "PROMPT_TEMPLATE")
 
 # Sizes for a 2-core CPU, each training run <= ~5 min on an idle machine. Measured on the shared 2-core build
 # machine (torch 2.13, 2 threads, fp32, other jobs running): Banking77 LoRA, batch 16, dynamic padding: median
 # 3.6 s/step over 49 steps (single steps 1.5-28 s under contention); SciTLDR LoRA SFT, batch 4, max_length 256:
 # 7-15 s/step; greedy generation of a 4-prompt batch, 64 new tokens: ~10 s.
-BANKING77 = dict(train_examples=770, test_examples=770, num_epochs=1, batch_size=16, max_length=64,
-                 learning_rate=5e-4, full_learning_rate=5e-5, warmup_ratio=0.1, weight_decay=0.01,
-                 max_grad_norm=1.0)
-SCITLDR = dict(train_examples=64, test_examples=24, num_epochs=1, batch_size=4, max_length=256,
-               max_new_tokens=64, learning_rate=2e-4, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0)
-LORA = dict(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
+# The hyperparameters are the experiments' own; only the subset sizes are the benchmark's.
+BANKING77 = dict(experiment_constant("smollm2_banking77_lora", "HYPERPARAMETERS"), train_examples=1155,
+                 test_examples=770)
+SCITLDR = dict(experiment_constant("smollm2_scitldr_chat", "HYPERPARAMETERS"), train_examples=64, test_examples=24)
+LORA = dict(r=BANKING77["lora_rank"], alpha=BANKING77["lora_alpha"], dropout=BANKING77["lora_dropout"],
+            target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 GENERATE = dict(prompts=8, max_new_tokens=64, batch_sizes=(1, 8))
 
 
