@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      ".gguf file, or (to GGUF) a training run's workdir")
     convert.add_argument("dst", help="the directory to write (must not exist, or be empty, for HF -> Orbax and "
                                      "GGUF -> HF), or a .gguf file")
-    convert.add_argument("--dtype", default="f16", choices=["f16", "q8_0", "f32"],
+    convert.add_argument("--dtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"],
                          help="to GGUF: how 2-D weights are stored (1-D tensors stay f32; default f16)")
     convert.add_argument("--task", help="HF -> Orbax: task head, when config.json's architectures names none")
     convert.add_argument("--num-labels", type=int, help="HF -> Orbax: label count, when it differs from config.json")

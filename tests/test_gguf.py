@@ -128,6 +128,24 @@ def test_gguf_export_is_read_back_by_transformers_and_mgpt_with_the_same_logits(
     assert types["token_embd.weight"] == "Q8_0"
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "q5_1", "q5_0", "q4_1", "q4_0"])
+def test_every_type_the_gguf_package_writes_is_read_like_transformers_reads_it(dtype, checkpoints, tmp_path):
+    """BF16 and the 4/5-bit block types (SmolLM2's own file is Q4_1 + Q8_0): each tensor dequantized by mgpt's
+    reader gives the logits transformers' GGUF loader gives on the same file; the error vs the original model
+    is that of the quantization."""
+    directory, original = checkpoints["llama"]
+    ids, mask = batch()
+    _, params, spec, tokenizer = mgpt.load_pretrained(directory)
+    path = mgpt.save_gguf(tmp_path / f"llama-{dtype}.gguf", spec, params, tokenizer, dtype=dtype)
+    types = {t.name: t.tensor_type.name for t in gguf_read.open_gguf(path).tensors}
+    assert types["blk.0.attn_q.weight"] == dtype.upper() and types["blk.0.attn_norm.weight"] == "F32"
+    ours, _, _ = mgpt_logits(path, ids, mask)
+    assert max_err(ours, torch_logits(hf_gguf_model(path), ids, mask), mask) < 1e-4
+    # measured: bf16 2.4e-3, q5_1 0.044, q5_0 0.059, q4_1 0.103, q4_0 0.106 (logits up to ~0.5)
+    bound = {"bf16": 5e-3, "q5_1": 0.08, "q5_0": 0.1, "q4_1": 0.2, "q4_0": 0.2}[dtype]
+    assert max_err(ours, torch_logits(original, ids, mask), mask) < bound
+
+
 def test_q8_0_falls_back_to_f16_for_rows_not_a_multiple_of_32(checkpoints, tmp_path, caplog):
     torch.manual_seed(0)
     config = transformers.LlamaConfig(**dict(COMMON, intermediate_size=40))  # ffn_down rows of 40

@@ -26,25 +26,30 @@ from mgpt.models.spec import ModelSpec
 
 logger = logging.getLogger("mgpt")
 
-DTYPES = ("f32", "f16", "q8_0")
+# The dtypes the gguf package can write from numpy (the K-quants it only reads).
+DTYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+BLOCKED = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0")  # 32-value blocks along each row
 Q8_BLOCK = 32
 
 
 def _types(dtype: str):
+    """``(GGMLQuantizationType, LlamaFileType)`` of a dtype name."""
     import gguf
 
-    t, f = gguf.GGMLQuantizationType, gguf.LlamaFileType
-    return {"f32": (t.F32, f.ALL_F32), "f16": (t.F16, f.MOSTLY_F16), "q8_0": (t.Q8_0, f.MOSTLY_Q8_0)}[dtype]
+    if dtype == "f32":
+        return gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32
+    return gguf.GGMLQuantizationType[dtype.upper()], gguf.LlamaFileType[f"MOSTLY_{dtype.upper()}"]
 
 
 def tensor_type(array: np.ndarray, dtype: str):
-    """The GGML type a tensor is stored as: F32 for 1-D, Q8_0 only where rows split into 32-value blocks."""
+    """The GGML type a tensor is stored as: F32 for 1-D; a blocked type only where rows split into
+    32-value blocks (else F16)."""
     import gguf
 
     t = gguf.GGMLQuantizationType
     if array.ndim < 2 or dtype == "f32":
         return t.F32
-    if dtype == "q8_0" and (array.ndim != 2 or array.shape[-1] % Q8_BLOCK):
+    if dtype in BLOCKED and (array.ndim != 2 or array.shape[-1] % Q8_BLOCK):
         return t.F16
     return _types(dtype)[0]
 
@@ -105,8 +110,8 @@ def save_gguf(path: str | os.PathLike, model_or_spec: Any, params: dict, tokeniz
               name: Optional[str] = None) -> str:
     """Write a causal LM as one GGUF file that llama.cpp and transformers' GGUF loader read.
 
-    ``dtype``: "f32", "f16" or "q8_0" for the 2-D weights (1-D tensors stay F32; q8_0 needs rows that are a
-    multiple of 32, others are written F16 and logged). Tied embeddings write no ``output.weight``. The
+    ``dtype``: "f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1" or "q4_0" for the 2-D weights (1-D tensors
+    stay F32; the blocked types need rows that are a multiple of 32, others are written F16 and logged). Tied embeddings write no ``output.weight``. The
     tokenizer: a model loaded from a GGUF file keeps that file's ``tokenizer.*`` fields; otherwise a fast
     byte-level BPE tokenizer is written as ``tokenizer.ggml.model = "gpt2"`` with its chat template; another
     kind raises :class:`CheckpointError`; ``tokenizer=None`` writes the weights and config only.
@@ -141,7 +146,7 @@ def save_gguf(path: str | os.PathLike, model_or_spec: Any, params: dict, tokeniz
     try:
         writer.add_name(_general_name(spec, layout, name))
         writer.add_file_type(int(_types(dtype)[1]))
-        if dtype == "q8_0":
+        if dtype in BLOCKED:
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         for key, (value, vtype, sub) in metadata.items():
             writer.add_key_value(key, value, gguf.GGUFValueType[vtype],
@@ -151,14 +156,13 @@ def save_gguf(path: str | os.PathLike, model_or_spec: Any, params: dict, tokeniz
             array = np.asarray(produce(full)).astype(np.float32)
             array = from_hf_tensor(layout, gguf_name, full, array, spec.arch.num_heads, spec.arch.num_kv_heads)
             qtype = tensor_type(array, dtype)
-            if dtype == "q8_0" and qtype != gguf.GGMLQuantizationType.Q8_0 and array.ndim >= 2:
+            if dtype in BLOCKED and qtype == gguf.GGMLQuantizationType.F16 and array.ndim >= 2:
                 fallback.append(gguf_name)
-            if qtype == gguf.GGMLQuantizationType.Q8_0:
-                writer.add_tensor(gguf_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-            else:
-                writer.add_tensor(gguf_name, gguf.quants.quantize(array, qtype))
+            plain = qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+            writer.add_tensor(gguf_name, gguf.quants.quantize(array, qtype), raw_dtype=None if plain else qtype)
         if fallback:
-            logger.info("save_gguf: rows not a multiple of %d, written F16 instead of Q8_0: %s", Q8_BLOCK, fallback)
+            logger.info("save_gguf: rows not a multiple of %d, written F16 instead of %s: %s", Q8_BLOCK, dtype.upper(),
+                        fallback)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
