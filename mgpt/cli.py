@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate a trained checkpoint on a split")
     _experiment_args(evaluate)
-    evaluate.add_argument("--checkpoint", required=True, help="a run's workdir, or its best/ or checkpoints/ directory")
+    evaluate.add_argument("--checkpoint", help="a run's workdir, or its best/ or checkpoints/ directory; without it the "
+                          "pretrained model is evaluated as it loads (zero-shot; a new head is initialised)")
     evaluate.add_argument("--split", default="test", help="validation or test (default: test)")
     evaluate.add_argument("--output", help="report path (default: <checkpoint workdir>/eval_<split>.json)")
 
@@ -265,14 +266,19 @@ def _run(args, config) -> int:
         print(f"reports and checkpoints in {workdir}")
         return 0
     if args.command == "eval":
-        run, params, where = setup.load_for_inference(config, args.checkpoint)
+        if args.checkpoint:
+            run, params, where = setup.load_for_inference(config, args.checkpoint)
+        else:  # zero-shot: the weights as model.name_or_path gives them
+            run = setup.build_run(config)
+            params, where = run.params, f"pretrained {config.model.name_or_path}"
         if args.split not in run.data.splits:
             print(f"mgpt: split {args.split!r} has no file in the config (have: {sorted(run.data.splits)})",
                   file=sys.stderr)
             return 2
         report, scalars = evaluation.evaluate_split(run, params, args.split)
         report["params"] = where
-        output = args.output or os.path.join(_workdir_of(args.checkpoint), f"eval_{args.split}.json")
+        default_dir = _workdir_of(args.checkpoint) if args.checkpoint else os.path.join("runs", config.name)
+        output = args.output or os.path.join(default_dir, f"eval_{args.split}{'' if args.checkpoint else '_pretrained'}.json")
         evaluation.write_json(output, report)
         print(f"{args.split}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
         print(f"report written to {output}")

@@ -311,3 +311,22 @@ def test_validate_use_chat_template_needs_a_target_and_system_prompt_needs_it():
         check(use_chat_template=True)
     with pytest.raises(ConfigError, match="data.system_prompt='be brief': is the system turn"):
         check(system_prompt="be brief", target_column="a")
+
+
+def test_eval_without_a_checkpoint_scores_the_pretrained_model(trained, tmp_path):
+    """`mgpt eval` with no --checkpoint: zero-shot, the weights as model.name_or_path loads them."""
+    from mgpt import config as config_lib
+    from mgpt.train import evaluation, setup
+
+    experiment, workdir, _ = trained
+    output = str(tmp_path / "zero_shot.json")
+    assert cli.main(["eval", experiment, "--split", "validation", "--output", output]) == 0
+    with open(output) as f:
+        zero_shot = json.load(f)
+    run = setup.build_run(config_lib.load_experiment(experiment))
+    expected, _ = evaluation.evaluate_split(run, run.params, "validation")
+    assert zero_shot["params"].startswith("pretrained ")
+    np.testing.assert_allclose(zero_shot["loss"], expected["loss"], rtol=1e-6)
+    with open(f"{workdir}/eval_validation.json") as f:
+        trained_loss = json.load(f)["loss"]
+    assert zero_shot["loss"] > 2 * trained_loss  # the untrained model, not the run's
