@@ -183,14 +183,17 @@ class GgufTensors:
 def gguf_tokenizer(path: str):
     """The fast tokenizer (with its chat template) built from the file's metadata by transformers, or None
     when the file carries no tokenizer."""
-    from transformers import TokenizersBackend  # not AutoTokenizer: that also needs a config transformers can read
+    try:  # not AutoTokenizer: that also needs a config transformers can read
+        from transformers import TokenizersBackend as FastTokenizer  # transformers 5
+    except ImportError:
+        from transformers import PreTrainedTokenizerFast as FastTokenizer  # transformers 4
 
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if "tokenizer.ggml.tokens" not in open_gguf(path).fields:
         return None
     try:  # from an empty directory: tokenizer files beside the .gguf would otherwise override its metadata
         with tempfile.TemporaryDirectory() as empty:
-            return TokenizersBackend.from_pretrained(empty, gguf_file=path)
+            return FastTokenizer.from_pretrained(empty, gguf_file=path)
     except Exception as exc:
         raise CheckpointError(f"{path}: could not build a tokenizer from its GGUF metadata "
                               f"({type(exc).__name__}: {exc})") from exc
