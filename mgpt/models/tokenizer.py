@@ -64,8 +64,9 @@ def load_tokenizer(name_or_path: str | os.PathLike, needed_for: Optional[str] = 
     tokenizer files raises :class:`CheckpointError` with :func:`missing_tokenizer_message` (``needed_for``
     says what needs it; default: training, evaluation, prediction and generation).
     """
-    if str(name_or_path).lower().endswith(".gguf"):  # a llama.cpp file carries its tokenizer in the metadata
-        from mgpt.models import gguf_read
+    from mgpt.models import gguf_read
+
+    if gguf_read.is_gguf(name_or_path):  # a llama.cpp file carries its tokenizer in the metadata
 
         directory = os.fspath(name_or_path)
         tokenizer = gguf_read.gguf_tokenizer(directory)
