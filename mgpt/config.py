@@ -84,6 +84,13 @@ class DataConfig:
     conll_label_column: Int = -1  # CoNLL: which column holds the tag (negative counts from the end)
     labels: tuple[str, ...] = ()  # fixed label order; empty means sorted labels seen in training
     max_length: PositiveInt = 128  # tokens per example; longer inputs are truncated with a warning
+    # Batch shapes. "buckets": each batch is cut to the smallest of data.bucket_lengths that holds its longest row
+    # (one compiled program per length; evaluation batches go longest first, reports stay in file order);
+    # "max_length": every batch is data.max_length long (one program).
+    padding: Literal["buckets", "max_length"] = "buckets"
+    bucket_lengths: tuple[PositiveInt, ...] = ()  # empty: 8, 12, 16, 24, 32, 48, 64, 96, ... then max_length
+    group_by_length: Bool = False  # training: sort each window of data.group_window batches by length
+    group_window: PositiveInt = 50  # batches per sorted window (transformers' group_by_length uses 50)
     label_all_subwords: Bool = False  # token classification: label every sub-word, not only the first
     # token classification: > 0 reads long documents as windows overlapping by ~stride tokens
     stride: NonNegativeInt = 0

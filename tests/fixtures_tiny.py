@@ -59,15 +59,20 @@ def tiny_bert(directory, seed=0, **overrides):
     return str(directory)
 
 
-def sentiment_csv(path, count, seed):
-    """Sentences whose label is given by which sentiment word they contain."""
+def sentiment_csv(path, count, seed, max_filler=0):
+    """Sentences whose label is given by which sentiment word they contain: three filler words, or with
+    ``max_filler`` a random 1 to ``max_filler`` of them (sentences of varied length)."""
     rng = random.Random(seed)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["review", "sentiment"])
         for _ in range(count):
             label = rng.choice(["neg", "pos"])
-            words = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+            if max_filler:
+                filler = [rng.choice(FILLER) for _ in range(rng.randint(1, max_filler))]
+            else:
+                filler = rng.sample(FILLER, 3)
+            words = filler + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
             rng.shuffle(words)
             writer.writerow([" ".join(words), label])
     return str(path)

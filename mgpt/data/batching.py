@@ -6,22 +6,36 @@ So a resumed run sees exactly the batches an uninterrupted run would, without sa
 iterator state. The last short batch of an epoch is filled up with copies of its first row that
 carry ``example_weight`` 0 (and -100 integer labels), so shapes never change and nothing compiles
 twice, while every real example is seen exactly once per epoch.
+
+With ``buckets`` (a ladder of lengths, see mgpt.data.lengths) the token-axis arrays of each batch
+are cut to the smallest bucket that holds the batch's longest row: shapes follow the data, and only
+one program per bucket compiles. ``group_by_length`` sorts each window of ``group_window`` batches by
+length (less padding still); evaluation batches go longest first (``eval_order``), and callers put
+the predictions back in file order.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from mgpt.constants import IGNORE_INDEX
+from mgpt.data import lengths as lengths_lib
 from mgpt.data.errors import DataError
+
+# Arrays whose second axis is the token axis (cut to the bucket length); labels join them for tasks with a
+# label per token.
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "segment_ids")
 
 
 class Batches:
-    """Fixed-size batches over a dict of equally long numpy arrays."""
+    """Fixed-size batches over a dict of equally long numpy arrays (rows cut to a bucket length when
+    ``buckets`` is given; ``token_keys`` name the arrays with a token axis)."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, seed: int = 0, shuffle: bool = True,
+                 buckets: Sequence[int] | None = None, token_keys: Sequence[str] = TOKEN_KEYS,
+                 group_by_length: bool = False, group_window: int = 50):
         if batch_size <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         arrays = {key: np.asarray(value) for key, value in arrays.items()}
@@ -42,6 +56,15 @@ class Batches:
         self.steps_per_epoch = -(-self.num_examples // self.batch_size)  # ceil
         self._cached_epoch = None
         self._cached_order = None
+        self.buckets = tuple(buckets) if buckets else None
+        self.token_keys = tuple(key for key in token_keys if key in arrays)
+        self.group_by_length = bool(group_by_length)
+        self.group_window = int(group_window)
+        if self.group_by_length and self.group_window <= 0:
+            raise DataError(f"group_window must be positive, got {group_window}")
+        self.lengths = None  # tokens each row needs (for buckets and length grouping)
+        if (self.buckets or self.group_by_length) and "attention_mask" in arrays:
+            self.lengths = lengths_lib.row_lengths(arrays["attention_mask"])
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -52,7 +75,10 @@ class Batches:
             return np.arange(self.num_examples)
         if self._cached_epoch != epoch:  # one permutation per epoch, not per step
             rng = np.random.default_rng([self.seed, int(epoch)])
-            self._cached_order = rng.permutation(self.num_examples)
+            order = rng.permutation(self.num_examples)
+            if self.group_by_length and self.lengths is not None:
+                order = lengths_lib.group_by_length(order, self.lengths, self.batch_size, self.group_window)
+            self._cached_order = order
             self._cached_epoch = epoch
         return self._cached_order
 
@@ -72,6 +98,10 @@ class Batches:
         lo = process_index * per_process
         rows = slice(lo, lo + per_process)
         batch = {key: value[padded[rows]] for key, value in self.arrays.items()}
+        width = self.width(padded)  # from the global batch: every process cuts to the same length
+        if width is not None:
+            for key in self.token_keys:
+                batch[key] = batch[key][:, :width]
         is_padding = np.arange(self.batch_size)[rows] >= real
         if is_padding.any():
             weight = batch["example_weight"].astype(np.float32, copy=True)
@@ -83,6 +113,12 @@ class Batches:
                 labels[is_padding] = IGNORE_INDEX
                 batch["labels"] = labels
         return batch
+
+    def width(self, indices: np.ndarray) -> int | None:
+        """The bucket length the rows ``indices`` are cut to; None without buckets (full length)."""
+        if not self.buckets or self.lengths is None:
+            return None
+        return lengths_lib.bucket_for(int(self.lengths[np.asarray(indices)].max()), self.buckets)
 
     def batch_at(self, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
         """The batch of global training step ``step`` (any non-negative int, across epochs).
@@ -96,8 +132,15 @@ class Batches:
         start = within * self.batch_size
         return self.take(self.order(epoch)[start : start + self.batch_size], process_index, process_count)
 
+    def eval_order(self) -> np.ndarray:
+        """The order :meth:`eval_batches` visits examples in: file order, or longest first with buckets
+        (similar lengths share a batch, so it needs little padding). Stable, so ties keep file order."""
+        if not self.buckets or self.lengths is None:
+            return np.arange(self.num_examples)
+        return np.argsort(-self.lengths, kind="stable")
+
     def eval_batches(self, process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-        """All examples once, in file order; the last batch is padded like in training."""
+        """All examples once, in :meth:`eval_order`; the last batch is padded like in training."""
+        order = self.eval_order()
         for start in range(0, self.num_examples, self.batch_size):
-            indices = np.arange(start, min(start + self.batch_size, self.num_examples))
-            yield self.take(indices, process_index, process_count)
+            yield self.take(order[start:start + self.batch_size], process_index, process_count)

@@ -18,15 +18,23 @@ from mgpt.train import state as state_lib
 from mgpt.train.step import pmap_train_step, train_step
 
 
-class _TraceCounter:
-    """Wraps a step function and counts how often JAX traces it (each trace is one compilation)."""
+def shape_key(batch: dict) -> str:
+    """A batch's shape as the metrics name it: ``"<rows>x<tokens>"`` of its input_ids."""
+    return "x".join(str(int(n)) for n in batch["input_ids"].shape)
+
+
+class TraceCounter:
+    """Wraps a step function ``fn(first, batch, ...)`` and counts how often JAX traces it, per batch shape
+    (each trace is one compilation; with bucketed batches each shape should compile exactly once)."""
 
     def __init__(self, fn):
-        self.fn, self.traces = fn, 0
+        self.fn, self.traces, self.by_shape = fn, 0, {}
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args, **kwargs):
         self.traces += 1
+        key = shape_key(args[1] if len(args) > 1 else kwargs["batch"])
+        self.by_shape[key] = self.by_shape.get(key, 0) + 1
         return self.fn(*args, **kwargs)
 
 
@@ -51,7 +59,7 @@ class MeshEngine:
         self.step_fn = None
         step = functools.partial(train_step, model=model, task=task, optimizer=optimizer,
                                  accumulation_steps=accumulation_steps)
-        self._step = _TraceCounter(_in_layout(step, self.layout))
+        self._step = TraceCounter(_in_layout(step, self.layout))
 
     def create_state(self, params: Any, seed: int) -> dict:
         state, self.shardings = state_lib.create_state(params, self.optimizer, seed, self.mesh, self.layout)
@@ -76,6 +84,9 @@ class MeshEngine:
     def compilations(self) -> int:
         return self._step.traces
 
+    def compilations_by_shape(self) -> dict[str, int]:
+        return dict(self._step.by_shape)
+
 
 class PmapEngine:
     """Plain data parallelism with ``jax.pmap``: the state replicated, the batch split per device."""
@@ -85,7 +96,7 @@ class PmapEngine:
             raise ValueError("parallel.mode=pmap runs on one host; use the default mode=jit for multi-host runs")
         self.devices = list(mesh.devices.flat)
         self.optimizer = optimizer
-        self._step = _TraceCounter(functools.partial(pmap_train_step, model=model, task=task, optimizer=optimizer,
+        self._step = TraceCounter(functools.partial(pmap_train_step, model=model, task=task, optimizer=optimizer,
                                                      accumulation_steps=accumulation_steps, axis_name="data"))
         self.step_fn = jax.pmap(self._step, axis_name="data", donate_argnums=0, devices=self.devices)
 
@@ -124,6 +135,9 @@ class PmapEngine:
 
     def compilations(self) -> int:
         return self._step.traces
+
+    def compilations_by_shape(self) -> dict[str, int]:
+        return dict(self._step.by_shape)
 
 
 def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None):

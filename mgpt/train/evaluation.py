@@ -19,8 +19,14 @@ EVALUATIONS = ("predict", "generate")  # what a task may declare as its ``evalua
 
 
 def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, float]:
-    """Predictions for every real example of ``split`` (padding rows dropped), loss sum and count."""
+    """Predictions for every real example of ``split`` in file order (padding rows dropped), loss sum and count.
+
+    Batches may come longest first and cut to bucket lengths (``data.padding="buckets"``): per-token
+    predictions are padded back to the split's full length (with 0) and every row is put back in its place.
+    """
     batches = run.batches(split, run.config.train.eval_batch_size, shuffle=False)
+    per_token = "labels" in batches.token_keys
+    full_width = batches.arrays["input_ids"].shape[1]
     outputs, loss_sum, count = [], 0.0, 0.0
     for batch in batches.eval_batches(jax.process_index(), jax.process_count()):
         sharded = parallel.shard_batch(batch, run.mesh)
@@ -28,8 +34,15 @@ def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, fl
         result, weights = parallel.to_host((run.eval_fn(params, sharded), sharded["example_weight"]))
         loss_sum += float(result["loss_sum"])
         count += float(result["count"])
-        outputs.append(np.asarray(result["predictions"])[weights > 0])
-    return np.concatenate(outputs, axis=0), loss_sum, count
+        predictions = np.asarray(result["predictions"])[weights > 0]
+        if per_token and predictions.shape[1] < full_width:
+            pad = [(0, 0), (0, full_width - predictions.shape[1])] + [(0, 0)] * (predictions.ndim - 2)
+            predictions = np.pad(predictions, pad)
+        outputs.append(predictions)
+    in_eval_order = np.concatenate(outputs, axis=0)
+    in_file_order = np.empty_like(in_eval_order)
+    in_file_order[batches.eval_order()] = in_eval_order
+    return in_file_order, loss_sum, count
 
 
 def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]]:

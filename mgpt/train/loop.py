@@ -19,7 +19,7 @@ from mgpt import config as config_lib
 from mgpt import optim, parallel
 from mgpt.train import checkpoint as checkpoint_lib
 from mgpt.train import engine as engine_lib
-from mgpt.train import evaluation, reporting, setup
+from mgpt.train import compile_clock, evaluation, reporting, setup
 from mgpt.train.validate import validate
 
 log = logging.getLogger("mgpt")
@@ -98,6 +98,11 @@ class _Loop:
         self.writer = reporting.MetricsWriter(workdir, resume_step=self.start or None,
                                               enabled=jax.process_index() == 0)
         self.metric_name, self.mode = setup.best_metric_name(config, run.task)
+        # What this invocation's training cost: wall seconds of the steps (evaluation and checkpoints
+        # excluded), the part of it spent compiling the step, and the real and computed (padded) tokens.
+        self.totals = {"train_seconds": 0.0, "compile_seconds": 0.0, "train_steps": 0, "real_tokens": 0.0,
+                       "computed_tokens": 0.0}
+        self._running_since = None
 
     def run(self, stop_after: int | None) -> bool:
         """Train to the end (True) or until ``stop_after`` / early stopping ends it (True / False)."""
@@ -106,22 +111,30 @@ class _Loop:
             log.info("this run already stopped early at step %d; not training further", self.start)
             return True  # a rerun of an early-stopped run only re-evaluates, as the first run ended
         progress = _progress(tc.progress_bar and jax.process_index() == 0, self.start, self.steps)
-        window = {"tokens": 0.0, "steps": 0, "start": time.perf_counter()}
+        window = _new_window()
         try:
             for step in range(self.start, self.steps):
+                self._resume_clock()
                 host_batch = self.batches.batch_at(step, jax.process_index(), jax.process_count())
+                compiled_before = compile_clock.seconds()
                 self.state, metrics = self.engine.step(self.state, host_batch)
+                self.totals["compile_seconds"] += compile_clock.seconds() - compiled_before
                 done = self.last_step = step + 1
+                real, computed = _token_counts(host_batch)
                 window["steps"] += 1
-                window["tokens"] += jax.process_count() * float(
-                    np.sum(host_batch["attention_mask"] * host_batch["example_weight"][:, None]))
+                window["tokens"] += real
+                window["computed"] += computed
+                self.totals["train_steps"] += 1
+                self.totals["real_tokens"] += real
+                self.totals["computed_tokens"] += computed
                 if done % tc.log_every == 0 or done == self.steps:
                     values = self._log_train(done, metrics, window, host_batch)
                     progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
-                    window = {"tokens": 0.0, "steps": 0, "start": time.perf_counter()}
+                    window = _new_window()
                 progress.update(1)
                 stop_early = False
                 if done % self.eval_every == 0 or done == self.steps:
+                    self._pause_clock()
                     stop_early = self._evaluate(done)
                     if not checkpoint_cfg.save_every:
                         self._save(done)
@@ -135,8 +148,20 @@ class _Loop:
                     log.info("stopped after step %d as asked; run again to resume", done)
                     return False
         finally:
+            self._pause_clock()
             progress.close()
         return True
+
+    def _resume_clock(self) -> None:
+        if self._running_since is None:
+            self._running_since = time.perf_counter()
+
+    def _pause_clock(self) -> None:
+        """Stop the training clock once the steps dispatched so far have finished (dispatch is async)."""
+        if self._running_since is not None:
+            jax.block_until_ready(self.state)
+            self.totals["train_seconds"] += time.perf_counter() - self._running_since
+            self._running_since = None
 
     def _log_train(self, done: int, metrics: dict, window: dict, host_batch: dict) -> dict:
         metrics = parallel.to_host(metrics)  # waits for the step: the timing below is real
@@ -145,7 +170,9 @@ class _Loop:
             "loss": metrics["loss"],
             "grad_norm": metrics["grad_norm"],
             "param_norm": metrics["param_norm"],
-            "tokens_per_second": window["tokens"] / max(elapsed, 1e-9),
+            "tokens_per_second": window["tokens"] / max(elapsed, 1e-9),  # real tokens, padding excluded
+            "computed_tokens_per_second": window["computed"] / max(elapsed, 1e-9),
+            "real_token_fraction": window["tokens"] / max(window["computed"], 1.0),
             "seconds_per_step": elapsed / window["steps"],
             "epoch": done / self.batches.steps_per_epoch,
             # Which examples the last step saw: lets a resumed run be checked against a straight one.
@@ -181,6 +208,7 @@ class _Loop:
         return False
 
     def _save(self, done: int) -> None:
+        self._pause_clock()
         if self.checkpoints is not None:
             self.checkpoints.save(done, self.engine.checkpoint_view(self.state), self.meta)
 
@@ -204,9 +232,15 @@ class _Loop:
                     evaluation.write_report(self.workdir, split, report)
                 writer.write("final", step, {f"{split}/{k}": v for k, v in scalars.items()})
                 reports[split] = report
-        # Guardrail: shapes are static, so each step function must have compiled exactly once.
-        writer.write("final", step, {"train_step_compilations": self.engine.compilations(),
-                                     "eval_step_compilations": run.eval_fn._cache_size()})
+        # Guardrail: each batch shape (one per bucket length) must have compiled exactly once.
+        train_shapes, eval_shapes = self.engine.compilations_by_shape(), run.eval_traces.by_shape
+        compiled = {"train_step_compilations": self.engine.compilations(),
+                    "eval_step_compilations": run.eval_traces.traces,
+                    **{f"train_step_compilations/{k}": v for k, v in sorted(train_shapes.items())},
+                    **{f"eval_step_compilations/{k}": v for k, v in sorted(eval_shapes.items())}}
+        totals = dict(self.totals, epochs=self.totals["train_steps"] / self.batches.steps_per_epoch,
+                      real_token_fraction=self.totals["real_tokens"] / max(self.totals["computed_tokens"], 1.0))
+        writer.write("final", step, {**compiled, **totals})
         writer.close()
         if jax.process_index() == 0:
             reporting.plot_curves(self.workdir)
@@ -216,6 +250,17 @@ class _Loop:
         self.writer.close()
         if self.checkpoints is not None:
             self.checkpoints.close()
+
+
+def _new_window() -> dict:
+    return {"tokens": 0.0, "computed": 0.0, "steps": 0, "start": time.perf_counter()}
+
+
+def _token_counts(batch: dict) -> tuple[float, float]:
+    """Real tokens (weight-1 rows' mask) and computed tokens (every row, padded length) of the global batch."""
+    mask = batch["attention_mask"] != 0
+    real = float(np.sum(mask * batch["example_weight"][:, None]))
+    return jax.process_count() * real, jax.process_count() * float(mask.size)
 
 
 def batch_fingerprint(batch: dict) -> int:

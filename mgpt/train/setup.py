@@ -16,13 +16,20 @@ import jax
 from mgpt import config as config_lib
 from mgpt import optim, parallel
 from mgpt import peft as peft_lib
-from mgpt.data import Batches, build_datasets
+from mgpt.data import Batches, build_datasets, lengths
+from mgpt.data.batching import TOKEN_KEYS
+from mgpt.data.labels import LABEL_NONE, LABEL_TAGS
 from mgpt.models import build_model, load_pretrained
 from mgpt.models.hf import load_tokenizer, pretrained_spec
 from mgpt.peft.checkpoint import TrainableOnly
 from mgpt.tasks import get_task
 from mgpt.train import checkpoint as checkpoint_lib
+from mgpt.train.engine import TraceCounter
 from mgpt.train.step import eval_step
+
+
+# Label kinds with one label per token: their labels (and predictions) have a token axis.
+TOKEN_LABELS = (LABEL_TAGS, LABEL_NONE)
 
 
 @dataclasses.dataclass
@@ -41,13 +48,26 @@ class Run:
     layout: Any = None  # mgpt.parallel.Layout: how params, optimizer state and activations lie on the mesh
 
     def batches(self, split: str, batch_size: int, shuffle: bool) -> Batches:
-        """The batches of ``split`` in the run's order (seeded by ``train.seed``)."""
-        return Batches(self.data.splits[split], batch_size, self.config.train.seed, shuffle=shuffle)
+        """The batches of ``split`` in the run's order (seeded by ``train.seed``), shaped by ``data.padding``:
+        cut to bucket lengths (and length-grouped in training with ``data.group_by_length``), or full length."""
+        data_cfg = self.config.data
+        buckets = None
+        if data_cfg.padding == "buckets":
+            buckets = lengths.bucket_ladder(data_cfg.max_length, data_cfg.bucket_lengths)
+        token_keys = TOKEN_KEYS + (("labels",) if self.data.label_kind in TOKEN_LABELS else ())
+        return Batches(self.data.splits[split], batch_size, self.config.train.seed, shuffle=shuffle, buckets=buckets,
+                       token_keys=token_keys, group_by_length=shuffle and data_cfg.group_by_length,
+                       group_window=data_cfg.group_window)
+
+    @functools.cached_property
+    def eval_traces(self) -> TraceCounter:
+        """The evaluation step, counting its compilations per batch shape."""
+        return TraceCounter(functools.partial(eval_step, model=self.model, task=self.task))
 
     @functools.cached_property
     def eval_fn(self):
         """The jitted evaluation step ``(params, batch) -> {"loss_sum", "count", "predictions"}``."""
-        return jax.jit(functools.partial(eval_step, model=self.model, task=self.task))
+        return jax.jit(self.eval_traces)
 
 
 def build_run(config: config_lib.ExperimentConfig) -> Run:

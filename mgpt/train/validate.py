@@ -127,6 +127,18 @@ def _check_task_options(config: ExperimentConfig) -> None:
         _fail("data.pack", data.pack, f"packing is for task.kind {_names(_CAUSAL)}; expected false for {task.kind!r}")
 
 
+def _check_shapes(config: ExperimentConfig) -> None:
+    data = config.data
+    too_long = [n for n in data.bucket_lengths if n > data.max_length]
+    if too_long:
+        _fail("data.bucket_lengths", data.bucket_lengths, f"lengths up to data.max_length={data.max_length} "
+              f"(too long: {too_long})")
+    if data.padding == "max_length" and (data.bucket_lengths or data.group_by_length):
+        key = "data.bucket_lengths" if data.bucket_lengths else "data.group_by_length"
+        _fail(key, getattr(data, key.split(".")[1]), "is for data.padding='buckets' (data.padding is 'max_length', "
+              "which pads every batch to data.max_length)")
+
+
 def _check_splits(config: ExperimentConfig) -> None:
     data, train = config.data, config.train
     if data.validation_ratio + data.test_ratio >= 1:
@@ -226,7 +238,8 @@ def _check_optimizer(config: ExperimentConfig) -> None:
                   f"(optax.{opt.name}'s default: {parameter.default!r})")
 
 
-RULES = (_check_data_format, _check_task_options, _check_splits, _check_best_metric, _check_optimizer)
+RULES = (_check_data_format, _check_task_options, _check_shapes, _check_splits, _check_best_metric,
+         _check_optimizer)
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
