@@ -173,6 +173,8 @@ class _Loop:
             "tokens_per_second": window["tokens"] / max(elapsed, 1e-9),  # real tokens, padding excluded
             "computed_tokens_per_second": window["computed"] / max(elapsed, 1e-9),
             "real_token_fraction": window["tokens"] / max(window["computed"], 1.0),
+            # cores kept busy on average: CPU seconds of every thread of this process per wall second
+            "cpu_cores_busy": (_cpu_seconds() - window["cpu"]) / max(elapsed, 1e-9),
             "seconds_per_step": elapsed / window["steps"],
             "epoch": done / self.batches.steps_per_epoch,
             # Which examples the last step saw: lets a resumed run be checked against a straight one.
@@ -253,7 +255,13 @@ class _Loop:
 
 
 def _new_window() -> dict:
-    return {"tokens": 0.0, "computed": 0.0, "steps": 0, "start": time.perf_counter()}
+    return {"tokens": 0.0, "computed": 0.0, "steps": 0, "start": time.perf_counter(), "cpu": _cpu_seconds()}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process has used, all threads (user + system)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _token_counts(batch: dict) -> tuple[float, float]:
