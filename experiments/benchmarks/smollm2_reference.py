@@ -255,13 +255,11 @@ def main():
     parser.add_argument("--skip-zero-shot", action="store_true", help="scitldr: no evaluation before training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    gflops = torch_common.torch_matmul_flops() / 1e9
-    print(f"torch {torch.__version__}: {torch.get_num_threads()} threads, fp32 matmul {gflops:.1f} GFLOP/s",
-          flush=True)
+    speed = torch_common.speed_check()  # threads, torch's and JAX's matmul rates, flagged when torch is slow
     tic = time.perf_counter()
     result = {"banking77": run_banking77, "scitldr": run_scitldr, "generate": run_generate}[args.mode](args)
     result.update(framework="pytorch", seed=args.seed, torch=torch.__version__, threads=torch.get_num_threads(),
-                  matmul_gflops=gflops, wall_seconds=time.perf_counter() - tic,
+                  matmul_gflops=speed["torch_matmul_gflops"], speed=speed, wall_seconds=time.perf_counter() - tic,
                   peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # KiB on Linux
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list)) or k in ("zero_shot", "fine_tuned")}
     print(json.dumps(summary, default=str)[:3000], flush=True)
