@@ -101,3 +101,24 @@ def test_reference_below_speed_flag():
     assert torch_common.below_speed(96e9, 210e9)
     assert not torch_common.below_speed(100e9, 110e9)
     assert not torch_common.below_speed(250e9, 210e9)
+
+
+def test_epoch_compare_figures(tmp_path):
+    """The epoch benchmark reads mgpt's final event and both reference JSON shapes, and divides the right way."""
+    epoch_compare = _reference_module("epoch_compare")
+    events = [{"kind": "train", "step": 10}, {"kind": "final", "step": 20, "train_seconds": 50.0, "epochs": 2.0,
+                                               "real_tokens": 8000.0, "real_token_fraction": 0.9,
+                                               "compile_seconds": 6.0, "train_steps": 20.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(__import__("json").dumps, events)) + "\n")
+    ours = epoch_compare.mgpt_figures(epoch_compare.final_event(str(tmp_path)))
+    assert ours["seconds_per_epoch"] == 25.0 and ours["real_tokens_per_second"] == 160.0
+    theirs = epoch_compare.reference_figures({"seconds_per_epoch": [40.0, 60.0], "real_tokens_per_second": 150.0,
+                                              "real_token_fraction": 0.8, "threads": 2}, epochs=2)
+    assert theirs["seconds_per_epoch"] == 50.0
+    summary = epoch_compare.compare(ours, theirs)
+    assert summary["speedup_per_epoch"] == 2.0
+    assert "2.00x" in epoch_compare.table(summary)
+    # smollm2_reference reports total train seconds and nests its speed check
+    nested = epoch_compare.reference_figures({"train_seconds": 90.0, "threads": 2, "matmul_gflops": 100.0,
+                                              "speed": {"reference_below_speed": True, "threads": 2}}, epochs=3)
+    assert nested["seconds_per_epoch"] == 30.0 and nested["reference_below_speed"] is True
