@@ -118,7 +118,7 @@ class DataConfig:
     # Causal LM: prompt from example fields, e.g. "Question: {question}\nAnswer:"; only the target is scored.
     prompt_template: str = ""
     target_column: str = ""  # the field holding the completion (takes the place of text_pair_column)
-    pack: Bool = False  # causal LM: pack training examples into full rows (segment_ids / position_ids)
+    pack: Bool = False  # pack training examples into full rows (segment ids; per-segment labels and pooling)
     # format=chat: the field holding each record's [{"role", "content"}, ...] list (OpenAI / TRL conversational)
     messages_column: str = "messages"
     # Causal LM / generation from prompt_template + target_column: the rendered prompt becomes the user turn (after

@@ -18,11 +18,23 @@ from mgpt.constants import IGNORE_INDEX
 
 
 def _row_weights(weights: Optional[jnp.ndarray], shape: tuple[int, ...]) -> jnp.ndarray:
-    """Broadcast per-row weights (B,) to a label shape (B, ...); None means all ones."""
+    """Broadcast per-row weights (B,) (packed rows: per example, (B, K)) to a label shape (B, ...); None means
+    all ones."""
     if weights is None:
         return jnp.ones(shape, jnp.float32)
     weights = jnp.asarray(weights, jnp.float32)
-    return jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (len(shape) - 1)), shape)
+    return jnp.broadcast_to(weights.reshape(weights.shape + (1,) * (len(shape) - weights.ndim)), shape)
+
+
+def example_weights(batch) -> Optional[jnp.ndarray]:
+    """The weight of each example in ``batch``: ``example_weight`` (B,), times ``segment_weight`` (B, K) when
+    rows are packed (one weight per packed example; 0 on empty slots and on padding rows)."""
+    weights = batch.get("example_weight")
+    segments = batch.get("segment_weight")
+    if segments is None:
+        return weights
+    segments = jnp.asarray(segments, jnp.float32)
+    return segments if weights is None else jnp.asarray(weights, jnp.float32)[:, None] * segments
 
 
 def softmax_cross_entropy(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -76,10 +88,11 @@ def chunked_causal_lm_loss(hidden, project, labels, weights=None, chunk_size: in
 
 
 def mse(pred, target, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Squared error of ``pred`` vs ``target`` (both (B,)), summed over weighted rows."""
+    """Squared error of ``pred`` vs ``target`` ((B,), or (B, K) for packed rows), summed over weighted rows."""
+    target = jnp.asarray(target, jnp.float32)
+    w = _row_weights(weights, target.shape).reshape(-1)
     pred = jnp.asarray(pred, jnp.float32).reshape(-1)
-    target = jnp.asarray(target, jnp.float32).reshape(-1)
-    w = _row_weights(weights, pred.shape)
+    target = target.reshape(-1)
     return jnp.sum(jnp.where(w > 0, w * jnp.square(pred - target), 0.0)), jnp.sum(w)
 
 

@@ -194,6 +194,12 @@ def test_bucketed_run_equals_padded_run_and_compiles_each_shape_once(varied, tmp
     assert final_b["epochs"] == 2.0
 
 
+def train_steps(workdir):
+    """step -> (loss, batch fingerprint) of a run's train events."""
+    return {e["step"]: (e["loss"], e["batch_fingerprint"]) for e in reporting.read_metrics(workdir)
+            if e["kind"] == "train"}
+
+
 def test_grouped_run_resumes_exactly(varied, tmp_path):
     overrides = ("data.group_by_length=true", "data.group_window=2", "data.bucket_lengths=(16,)", "train.num_epochs=2",
                  "checkpoint.enabled=true", "checkpoint.async_save=false")
@@ -202,11 +208,7 @@ def test_grouped_run_resumes_exactly(varied, tmp_path):
     assert loop.train(_config(varied, "sequence_classification", *overrides), resumed, stop_after=7) == {}
     loop.train(_config(varied, "sequence_classification", *overrides), resumed)
 
-    def steps(workdir):
-        return {e["step"]: (e["loss"], e["batch_fingerprint"]) for e in reporting.read_metrics(workdir)
-                if e["kind"] == "train"}
-
-    a, b = steps(straight), steps(resumed)
+    a, b = train_steps(straight), train_steps(resumed)
     assert sorted(a) == sorted(b) == list(range(1, 11))
     for step in a:
         assert a[step][1] == b[step][1]

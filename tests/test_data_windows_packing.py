@@ -142,5 +142,4 @@ def test_pack_only_the_training_split(tmp_path):
     assert bundle.splits["train"]["input_ids"].shape == (2, 8)
     assert sorted(bundle.splits["train"]) == ["attention_mask", "input_ids", "labels", "position_ids", "segment_ids"]
     assert bundle.splits["validation"]["input_ids"].shape == (3, 8)  # one example per row for evaluation
-    with pytest.raises(DataError, match="data.pack is for causal_lm"):
-        build_datasets(DataConfig(train_file=train, pack=True), get_task("sequence_classification"), gpt_words())
+

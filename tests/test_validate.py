@@ -179,8 +179,9 @@ def test_ratios_must_leave_training_examples():
                                  "for 'sequence_classification'"),
     (["data.stride=4"], "data.stride=4: sliding windows are for task.kind='token_classification'; expected 0 for "
                         "'sequence_classification'"),
-    (["data.pack=true"], "data.pack=True: packing is for task.kind 'causal_lm', 'generation'; expected false for "
-                         "'sequence_classification'"),
+    (["data.pack=true", "train.eval_splits=('train',)"], "data.pack=True: packs the train split, which "
+                                                          "train.eval_splits / final_eval_splits evaluate; expected false, or no "
+                                                          "'train' among the evaluated splits"),
     (["data.tfds_name=glue/sst2"], "data.tfds_name='glue/sst2': is read only with data.format='tfds' "
                                    "(data.format is 'csv')"),
     (["data.format=tfds", "data.tfds_name=glue/sst2"], "data.train_file='train.csv': data.format='tfds' reads "

@@ -3,11 +3,16 @@
     python experiments/benchmarks/epoch_compare.py wnut17 --epochs 1 --group-by-length
     python experiments/benchmarks/epoch_compare.py banking77 --epochs 1 --group-by-length
     python experiments/benchmarks/epoch_compare.py smollm2_banking77 --epochs 1
+    python experiments/benchmarks/epoch_compare.py wnut17 --epochs 1 --group-by-length --pack --pack-rows 8
 
 Runs ``mgpt train`` on the experiment, then its reference script (transformers collators, dynamic
 padding, the same length grouping when asked), one after the other on the same machine, and prints
 one table row per framework: seconds per epoch, real tokens per second, the fraction of computed
 tokens that are real and mgpt's compile seconds, then writes everything as JSON.
+
+``--pack`` trains mgpt on packed rows (``data.pack``: several examples per row, one compiled shape) with
+``--pack-rows`` rows per batch; pick it so that a step holds about as many examples as the reference's
+batch (the JSON records both runs' examples per step).
 
 What is timed: mgpt's ``train_seconds`` (its training clock, compilation included, evaluation and
 checkpoint saves excluded) and the reference's summed step times (forward, backward, clip, update;
@@ -50,7 +55,8 @@ def mgpt_figures(final: dict) -> dict:
     seconds = final["train_seconds"]
     return {"seconds_per_epoch": seconds / final["epochs"], "real_tokens_per_second": final["real_tokens"] / seconds,
             "real_token_fraction": final["real_token_fraction"], "compile_seconds": final["compile_seconds"],
-            "train_steps": final["train_steps"]}
+            "train_steps": final["train_steps"],
+            "examples_per_step": final["train_examples"] / final["train_steps"] if final.get("train_examples") else None}
 
 
 def reference_figures(result: dict, epochs: int) -> dict:
@@ -94,6 +100,9 @@ def main():
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--group-by-length", action="store_true", help="length-grouped batches in both runs")
+    parser.add_argument("--pack", action="store_true", help="mgpt trains on packed rows (data.pack)")
+    parser.add_argument("--pack-rows", type=int, default=8, help="rows per batch with --pack")
+    parser.add_argument("--extra", action="append", default=[], help="further KEY=VALUE overrides for mgpt")
     parser.add_argument("--workdir", default="bench_results/epoch_compare")
     args = parser.parse_args()
     task = TASKS[args.task]
@@ -104,6 +113,10 @@ def main():
                "--set", f"train.num_epochs={args.epochs}"]
     if args.group_by_length:
         command += ["--set", "data.group_by_length=true"]
+    if args.pack:
+        command += ["--set", "data.pack=true", "--set", f"train.batch_size={args.pack_rows}"]
+    for override in args.extra:
+        command += ["--set", override]
     subprocess.run(command, check=True)
     command = [sys.executable, os.path.join(BENCH, task["reference"][0]), *task["reference"][1:],
                task["epochs_flag"], str(args.epochs), "--output", reference_json]
@@ -112,7 +125,8 @@ def main():
     subprocess.run(command, check=True)
     with open(reference_json) as f:
         summary = compare(mgpt_figures(final_event(run_dir)), reference_figures(json.load(f), args.epochs))
-    summary.update(task=args.task, epochs=args.epochs, group_by_length=args.group_by_length, cpu_count=os.cpu_count())
+    summary.update(task=args.task, epochs=args.epochs, group_by_length=args.group_by_length, pack=args.pack,
+                   pack_rows=args.pack_rows if args.pack else None, extra=args.extra, cpu_count=os.cpu_count())
     print(table(summary))
     with open(os.path.join(args.workdir, f"{args.task}.json"), "w") as f:
         json.dump(summary, f, indent=2)

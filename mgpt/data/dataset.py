@@ -2,7 +2,7 @@
 
 read (one reader per format -> records -> examples) -> clean -> split (carve validation / test out
 of train) -> label list -> the task encodes (sliding windows for long token-classification
-documents; packing for causal LM). The data layer asks the task object how its labels look and
+documents; packing). The data layer asks the task object how its labels look and
 lets it encode; it never imports mgpt.tasks nor compares task names.
 """
 
@@ -51,7 +51,8 @@ class DatasetBundle:
     sub-word position (-1 = cut off) and ``num_words[name]`` (N,) the word counts; with sliding
     windows (``data.stride``) rows are windows and ``row_example`` / ``word_offset`` place them
     (see mgpt.data.windows). ``cleaning[name]`` counts the examples cleaning dropped, by reason.
-    A packed causal-LM train split also has ``segment_ids`` / ``position_ids`` (mgpt.data.packing).
+    A packed train split also has ``segment_ids`` (causal LM: ``position_ids``; sequence-level tasks: per-segment
+    labels and ``segment_weight``; see mgpt.data.packing).
     Chat data (mgpt.data.chat) gives ``prompt_ids[name]``: each example's rendered generation prompt.
     """
 
@@ -156,8 +157,6 @@ def build_datasets(data_cfg, task: EncodingTask, tokenizer) -> DatasetBundle:
         raise DataError(f"data.stride must be >= 0 (0: no sliding windows), got {data_cfg.stride}")
     if data_cfg.stride and label_kind != labels.LABEL_TAGS:
         raise DataError(f"data.stride (sliding windows) is for token_classification, not {task.name}")
-    if data_cfg.pack and label_kind != labels.LABEL_NONE:
-        raise DataError(f"data.pack is for causal_lm, not {task.name}")
     examples, files, hint = reading.read_splits(data_cfg, label_kind, task.name)
     counts = {}
     for split in list(examples):

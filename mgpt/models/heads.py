@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mgpt.models.family import get_family
-from mgpt.models.layers import BackboneInputs, BackboneOutput, activation_fn, dense
+from mgpt.models.layers import BackboneInputs, BackboneOutput, activation_fn, dense, gather_segments
 from mgpt.models.spec import DTYPES, TASKS, ModelSpec, make_spec  # noqa: F401 -- re-exported
 
 
@@ -36,7 +36,9 @@ def last_token_index(attention_mask, length: int):
 
 
 class Head(nn.Module):
-    """The fields every head has; a head is called ``head(out: BackboneOutput, attention_mask, deterministic)``."""
+    """The fields every head has; a head is called ``head(out: BackboneOutput, attention_mask, deterministic,
+    num_segments)``. With ``num_segments`` > 0 (packed rows: the mask holds segment ids) a sequence-level head
+    pools each segment and returns ``(B, num_segments, C)``; token-level heads are unchanged."""
 
     arch: Any
     num_labels: int = 0
@@ -49,10 +51,12 @@ class LastTokenClassifier(Head):
     layer_name: str = "score"
 
     @nn.compact
-    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool, num_segments: int = 0):
         hidden = out.last_hidden_state
         index = last_token_index(attention_mask, hidden.shape[1])
-        if index is None:
+        if num_segments:
+            pooled = gather_segments(hidden, attention_mask, num_segments, last=True)
+        elif index is None:
             pooled = hidden[:, -1]
         else:
             pooled = jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
@@ -64,7 +68,7 @@ class PooledClassifier(Head):
     """BertForSequenceClassification: pooler output -> dropout -> ``classifier``."""
 
     @nn.compact
-    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool, num_segments: int = 0):
         h = nn.Dropout(self.arch.classifier_dropout)(out.pooled, deterministic=deterministic)
         return dense(self.num_labels, self.arch.initializer_range, self.dtype, "classifier",
                      axes=("embed", None))(h)
@@ -77,7 +81,7 @@ class TokenClassifier(Head):
     use_bias: bool = True
 
     @nn.compact
-    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool, num_segments: int = 0):
         h = nn.Dropout(self.arch.classifier_dropout)(out.last_hidden_state, deterministic=deterministic)
         return dense(self.num_labels, self.arch.initializer_range, self.dtype, self.layer_name, self.use_bias,
                      ("embed", None))(h)
@@ -97,13 +101,14 @@ class FirstTokenClassifier(Head):
     group: str = ""  # when set, the two layers live under this name (head/<group>/<names>)
 
     @nn.compact
-    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool, num_segments: int = 0):
         if self.group:
             inner = FirstTokenClassifier(self.arch, self.num_labels, self.dtype, self.names, self.activation,
                                          self.dropout_rate, self.dropout_first, name=self.group)
-            return inner(out, attention_mask, deterministic)
+            return inner(out, attention_mask, deterministic, num_segments)
         std, drop = self.arch.initializer_range, nn.Dropout(self.dropout_rate)
-        h = out.last_hidden_state[:, 0]
+        hidden = out.last_hidden_state
+        h = gather_segments(hidden, attention_mask, num_segments, last=False) if num_segments else hidden[:, 0]
         if self.dropout_first:
             h = drop(h, deterministic=deterministic)
         h = dense(self.arch.hidden_size, std, self.dtype, self.names[0], axes=("embed", None))(h)
@@ -115,7 +120,7 @@ class LMHead(Head):
     """An untied ``lm_head`` (no bias), as LlamaForCausalLM with ``tie_word_embeddings=False``."""
 
     @nn.compact
-    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool):
+    def __call__(self, out: BackboneOutput, attention_mask, deterministic: bool, num_segments: int = 0):
         return dense(self.arch.vocab_size, self.arch.initializer_range, self.dtype, "lm_head", False,
                      ("embed", "vocab"))(out.last_hidden_state)
 
@@ -130,6 +135,8 @@ class TaskModel(nn.Module):
 
     returns float32 logits: (B, T, V) causal_lm, (B, C) sequence_classification, (B, T, C)
     token_classification, (B,) regression; with ``return_hidden_states`` a ``(logits, hidden_states)`` pair.
+    Packed rows (``num_segments=K``, the mask holding segment ids) give (B, K, C) and (B, K) for the
+    sequence-level tasks, one output per packed example.
 
     Decoding (decoder families): pass ``cache`` (a tuple of per-layer
     :class:`~mgpt.models.attention.KVCache`, see :func:`mgpt.generate.init_cache`), ``position_ids``
@@ -157,7 +164,7 @@ class TaskModel(nn.Module):
         if self.head is None:
             logits = self.backbone.attend(out.last_hidden_state)
         else:
-            logits = self.head(out, inputs.attention_mask, inputs.deterministic)
+            logits = self.head(out, inputs.attention_mask, inputs.deterministic, inputs.num_segments)
         if self.spec.task == "regression":
             logits = logits[..., 0]
         logits = logits.astype(jnp.float32)  # losses and metrics always see float32

@@ -124,6 +124,9 @@ def _apply_prompt(call: method_lib.Call) -> method_lib.Call:
     inputs = dict(call.inputs)
     if inputs.get("inputs_embeds") is not None or inputs.get("position_ids") is not None:
         raise ValueError("prompt tuning builds inputs_embeds and positions itself; pass input_ids only")
+    if inputs.get("num_segments") or inputs.get("segment_ids") is not None:
+        raise ValueError("prompt tuning puts its virtual tokens in front of one example per row; it cannot "
+                         "run on packed rows (set data.pack=false)")
     embeds, mask, types = prompt_inputs(call.base, call.peft["prompt"], call.spec, inputs.get("input_ids"),
                                         inputs.get("attention_mask"), inputs.get("token_type_ids"))
     inputs.update(input_ids=None, inputs_embeds=embeds, attention_mask=mask, token_type_ids=types)

@@ -11,6 +11,7 @@ import numpy as np
 
 from mgpt import losses, metrics
 from mgpt.data.encode import encode_texts, multi_hot
+from mgpt.data.packing import pack_train_split
 from mgpt.data.labels import LABEL_MULTI
 
 
@@ -30,11 +31,11 @@ class MultiLabelClassification:
         """Token arrays of one split plus float32 multi-hot labels (N, C)."""
         encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
         encoded.arrays["labels"] = multi_hot(examples, label_to_id, where)
-        return encoded
+        return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=False)
 
     def loss(self, logits, batch):
         """(sum, count): binary cross-entropy summed over labels, counted per real example."""
-        return losses.sigmoid_binary_cross_entropy(logits, batch["labels"], batch.get("example_weight"))
+        return losses.sigmoid_binary_cross_entropy(logits, batch["labels"], losses.example_weights(batch))
 
     def predict(self, logits, batch):
         """Multi-hot (B, C): 1 where sigmoid(logit) > 0.5."""

@@ -7,6 +7,7 @@ import numpy as np
 
 from mgpt import losses, metrics
 from mgpt.data.encode import encode_texts, float_targets
+from mgpt.data.packing import pack_train_split
 from mgpt.data.labels import LABEL_FLOAT
 
 
@@ -32,11 +33,11 @@ class Regression:
         """Token arrays of one split plus float32 targets (0.0 where an example has none)."""
         encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
         encoded.arrays["labels"] = float_targets(examples)
-        return encoded
+        return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=False)
 
     def loss(self, logits, batch):
         """(sum, count) of squared error over real rows; labels float32 (B,)."""
-        return losses.mse(_scores(logits), batch["labels"], batch.get("example_weight"))
+        return losses.mse(_scores(logits), batch["labels"], losses.example_weights(batch))
 
     def predict(self, logits, batch):
         return _scores(logits).astype(jnp.float32)

@@ -7,6 +7,7 @@ import numpy as np
 
 from mgpt import losses, metrics
 from mgpt.data.encode import class_ids, encode_texts
+from mgpt.data.packing import pack_train_split
 from mgpt.data.labels import LABEL_STRING
 
 
@@ -26,11 +27,11 @@ class SequenceClassification:
         """Token arrays of one split plus int32 label ids (-100 where an example has no label)."""
         encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
         encoded.arrays["labels"] = class_ids(examples, label_to_id, where)
-        return encoded
+        return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=False)
 
     def loss(self, logits, batch):
         """(sum, count) of cross-entropy over real rows; logits (B, C), labels int32 (B,)."""
-        return losses.softmax_cross_entropy(logits, batch["labels"], batch.get("example_weight"))
+        return losses.softmax_cross_entropy(logits, batch["labels"], losses.example_weights(batch))
 
     def predict(self, logits, batch):
         """Arg-max label ids (B,)."""

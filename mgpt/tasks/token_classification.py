@@ -10,6 +10,7 @@ import numpy as np
 from mgpt import losses, metrics
 from mgpt.data.encode import encode_tokens
 from mgpt.data.labels import LABEL_TAGS
+from mgpt.data.packing import pack_train_split
 from mgpt.data.windows import encode_token_windows
 
 
@@ -57,12 +58,15 @@ class TokenClassification:
 
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Sub-word arrays of one split with each word's tag on its first sub-word (or on every
-        sub-word with ``data.label_all_subwords``); with ``data.stride`` > 0 one row per window."""
+        sub-word with ``data.label_all_subwords``); with ``data.stride`` > 0 one row per window; with
+        ``data.pack`` the train rows are packed (tags stay per token)."""
         if data_cfg.stride > 0:
-            return encode_token_windows(examples, tokenizer, data_cfg.max_length, label_to_id, data_cfg.stride,
-                                        label_all_subwords=data_cfg.label_all_subwords, where=where)
-        return encode_tokens(examples, tokenizer, data_cfg.max_length, label_to_id,
-                             label_all_subwords=data_cfg.label_all_subwords, where=where)
+            encoded = encode_token_windows(examples, tokenizer, data_cfg.max_length, label_to_id, data_cfg.stride,
+                                           label_all_subwords=data_cfg.label_all_subwords, where=where)
+        else:
+            encoded = encode_tokens(examples, tokenizer, data_cfg.max_length, label_to_id,
+                                    label_all_subwords=data_cfg.label_all_subwords, where=where)
+        return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=True)
 
     def loss(self, logits, batch):
         """(sum, count) of per-token cross-entropy; logits (B, T, C), labels (B, T), -100 ignored."""

@@ -101,7 +101,7 @@ class _Loop:
         # What this invocation's training cost: wall seconds of the steps (evaluation and checkpoints
         # excluded), the part of it spent compiling the step, and the real and computed (padded) tokens.
         self.totals = {"train_seconds": 0.0, "compile_seconds": 0.0, "train_steps": 0, "real_tokens": 0.0,
-                       "computed_tokens": 0.0}
+                       "computed_tokens": 0.0, "train_examples": 0.0}
         self._running_since = None
 
     def run(self, stop_after: int | None) -> bool:
@@ -127,6 +127,7 @@ class _Loop:
                 self.totals["train_steps"] += 1
                 self.totals["real_tokens"] += real
                 self.totals["computed_tokens"] += computed
+                self.totals["train_examples"] += _example_count(host_batch)
                 if done % tc.log_every == 0 or done == self.steps:
                     values = self._log_train(done, metrics, window, host_batch)
                     progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
@@ -269,6 +270,14 @@ def _token_counts(batch: dict) -> tuple[float, float]:
     mask = batch["attention_mask"] != 0
     real = float(np.sum(mask * batch["example_weight"][:, None]))
     return jax.process_count() * real, jax.process_count() * float(mask.size)
+
+
+def _example_count(batch: dict) -> float:
+    """Examples in the global batch: weighted rows, or the examples packed into them (``segment_weight``)."""
+    weights = batch["example_weight"]
+    if "segment_weight" in batch:
+        weights = weights[:, None] * batch["segment_weight"]
+    return jax.process_count() * float(np.sum(weights > 0))
 
 
 def batch_fingerprint(batch: dict) -> int:

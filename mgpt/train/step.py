@@ -19,10 +19,13 @@ MODEL_INPUTS = ("attention_mask", "token_type_ids", "position_ids")
 def model_inputs(batch: dict) -> dict:
     """The model's keyword inputs from a batch. Packed rows attend by segment: their ``segment_ids``
     (1, 2, ... per example, 0 = padding) take the place of the padding mask, and their
-    ``position_ids`` restart at 0 for each example."""
+    ``position_ids`` restart at 0 for each example. Packed sequence-level data (a ``segment_weight`` (B, K)
+    per row) also tells the model its number of segment slots, so its head returns one output per slot."""
     kwargs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
     if "segment_ids" in batch:
         kwargs["attention_mask"] = batch["segment_ids"]
+    if "segment_weight" in batch:
+        kwargs["num_segments"] = int(batch["segment_weight"].shape[1])
     return kwargs
 
 

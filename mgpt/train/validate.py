@@ -123,8 +123,15 @@ def _check_task_options(config: ExperimentConfig) -> None:
     if data.stride and task.kind != "token_classification":
         _fail("data.stride", data.stride, f"sliding windows are for task.kind='token_classification'; expected 0 "
               f"for {task.kind!r}")
+    if data.pack and config.peft.method == "prompt":
+        _fail("data.pack", data.pack, "prompt tuning puts its virtual tokens in front of one example per row; "
+              "expected false with peft.method='prompt'")
     if data.pack and task.kind not in _CAUSAL:
-        _fail("data.pack", data.pack, f"packing is for task.kind {_names(_CAUSAL)}; expected false for {task.kind!r}")
+        packed_eval = [split for split in (*config.train.eval_splits, *config.train.final_eval_splits)
+                       if split == "train"]
+        if packed_eval:
+            _fail("data.pack", data.pack, "packs the train split, which train.eval_splits / final_eval_splits "
+                  "evaluate; expected false, or no 'train' among the evaluated splits")
 
 
 def _check_shapes(config: ExperimentConfig) -> None:

@@ -38,6 +38,8 @@ from mgpt.models.layers import (
     dense,
     dropout_rates,
     layer_norm,
+    gather_segments,
+    segment_positions,
 )
 from mgpt.models.mappings import Entry, add_rows
 from mgpt.models.partitioning import EMBEDDING, constrain_hidden, named
@@ -196,7 +198,7 @@ class BertPooler(EncoderModule):
     @nn.compact
     def __call__(self, hidden):
         layer = dense(self.arch.hidden_size, self.arch.initializer_range, self.dtype, "dense", axes=("embed", None))
-        return jnp.tanh(layer(hidden[:, 0]))
+        return jnp.tanh(layer(hidden))  # hidden: the pooled tokens, (B, E) or (B, K, E)
 
 
 def encoder_positions(input_ids, length: int, padding_idx: Optional[int]):
@@ -238,6 +240,10 @@ class BertBackbone(nn.Module):
                     f"max_position_embeddings={arch.max_positions}"
                 )
             position_ids = encoder_positions(input_ids, length, arch.position_padding_idx)
+            if inputs.num_segments:  # packed rows: each example's positions start where a lone one's would
+                pad = arch.position_padding_idx
+                position_ids = (segment_positions(inputs.attention_mask) if pad is None
+                                else segment_positions(inputs.attention_mask, pad + 1, pad))
         if token_type_ids is None:
             token_type_ids = jnp.zeros((batch, length), jnp.int32)
         x = BertEmbeddings(arch, self.dtype, name="embeddings")(
@@ -247,7 +253,13 @@ class BertBackbone(nn.Module):
             constrain_hidden(x), inputs.attention_mask, inputs.deterministic, inputs.prefix_key_values,
             inputs.return_hidden_states
         )
-        pooled = BertPooler(arch, self.dtype, name="pooler")(x) if self.add_pooler else None
+        if not self.add_pooler:
+            pooled = None
+        elif inputs.num_segments:  # each packed example's [CLS]: (B, K, E)
+            pooled = BertPooler(arch, self.dtype, name="pooler")(
+                gather_segments(x, inputs.attention_mask, inputs.num_segments, last=False))
+        else:
+            pooled = BertPooler(arch, self.dtype, name="pooler")(x[:, 0])
         return BackboneOutput(x, all_hidden, pooled)
 
 

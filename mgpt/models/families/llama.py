@@ -46,6 +46,7 @@ from mgpt.models.layers import (
     rope_inv_freq,
     rope_parameters,
     run_decoder_layers,
+    segment_positions,
 )
 from mgpt.models.gguf_format import GgufLayout
 from mgpt.models.mappings import Entry, add_rows
@@ -197,7 +198,9 @@ class LlamaBackbone(DecoderBackbone):
             x = inputs.inputs_embeds.astype(self.dtype)
         batch, length = x.shape[:2]
         position_ids = inputs.position_ids
-        if position_ids is None:
+        if position_ids is None and inputs.num_segments:
+            position_ids = segment_positions(inputs.attention_mask)
+        elif position_ids is None:
             position_ids = default_positions(inputs.attention_mask, batch, length)
         position_ids = jnp.broadcast_to(position_ids, (batch, length))
         cos, sin = rope_cos_sin(position_ids, rope_inv_freq(arch.head_dim, arch.rope_theta, arch.rope_scaling))

@@ -29,6 +29,7 @@ from mgpt.models.layers.blocks import (
     pre_norm_residual,
     run_decoder_layers,
 )
+from mgpt.models.layers.segments import gather_segments, segment_positions, segment_token_index
 from mgpt.models.layers.rotary import (
     SUPPORTED_ROPE,
     apply_rope,
@@ -58,6 +59,9 @@ __all__ = [
     "dropout_rates",
     "layer_norm",
     "pre_norm_residual",
+    "gather_segments",
+    "segment_positions",
+    "segment_token_index",
     "rope_cos_sin",
     "rope_inv_freq",
     "rope_parameters",

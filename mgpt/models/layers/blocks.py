@@ -21,7 +21,10 @@ class BackboneInputs(NamedTuple):
     them); ``position_ids`` ``(B, T)`` (family defaults when None; required with a cache);
     ``prefix_key_values``: optional per-layer ``(key, value)`` pairs ``(B, P, kv heads, head_dim)``;
     ``deterministic``: dropout off; ``return_hidden_states``: also return every layer's output;
-    ``cache``: per-layer :class:`~mgpt.models.attention.KVCache` for decoding (decoders only).
+    ``cache``: per-layer :class:`~mgpt.models.attention.KVCache` for decoding (decoders only);
+    ``num_segments``: packed rows (see :mod:`mgpt.models.layers.segments`): ``attention_mask`` holds segment ids
+    1..``num_segments``, positions restart with each segment when ``position_ids`` is None, and sequence-level
+    heads return one output per segment, ``(B, num_segments, ...)``; 0 = one example per row.
     """
 
     input_ids: Any = None
@@ -33,6 +36,7 @@ class BackboneInputs(NamedTuple):
     deterministic: bool = True
     return_hidden_states: bool = False
     cache: Any = None
+    num_segments: int = 0
 
 
 class BackboneOutput(NamedTuple):
@@ -59,6 +63,8 @@ def check_inputs(inputs: BackboneInputs, label: str, num_layers: int, decoder: b
             raise ValueError(f"{label}: decoding with a KV cache needs a decoder model")
         if inputs.position_ids is None:
             raise ValueError(f"{label}: decoding with a cache needs the position_ids of the new tokens")
+        if inputs.num_segments:
+            raise ValueError(f"{label}: packed rows (num_segments) are for training, not for decoding with a cache")
     prefix = inputs.prefix_key_values
     if prefix is not None and len(prefix) != num_layers:
         raise ValueError(f"{label}: {len(prefix)} prefix key/value pairs for {num_layers} layers")
