@@ -1,4 +1,7 @@
-"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``generate``, ``convert``, ``bench``."""
+"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``generate``, ``convert``, ``bench``.
+
+Exit statuses (also in ``mgpt --help``): see :data:`EXIT_STATUSES`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,14 @@ import sys
 from mgpt import config as config_lib
 
 
+EXIT_STATUSES = """exit status:
+  0  done
+  1  unexpected error (a traceback is printed)
+  2  bad config, data or checkpoint, or the workdir is locked by another run
+     (one line "mgpt: <where>: <message>" on stderr; --debug shows the traceback)
+  3  stopped by a signal (SIGTERM/SIGINT) after saving; run the same command again to resume"""
+
+
 def _experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment file (experiments/NAME.py) with get_config()")
     parser.add_argument(
@@ -20,7 +31,10 @@ def _experiment_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgpt", description="Fine-tune pretrained transformers with JAX.")
+    parser = argparse.ArgumentParser(prog="mgpt", description="Fine-tune pretrained transformers with JAX.",
+                                     epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="on a config, data, checkpoint or workdir error, raise it with its traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train (or resume) an experiment")
@@ -32,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="a run's workdir, or its best/ or checkpoints/ directory; without it the "
                           "pretrained model is evaluated as it loads (zero-shot; a new head is initialised)")
     evaluate.add_argument("--split", default="test", help="validation or test (default: test)")
-    evaluate.add_argument("--output", help="report path (default: <checkpoint workdir>/eval_<split>.json)")
+    evaluate.add_argument("--output", help="report path (default: <checkpoint workdir>/eval_<split>.<which>.json, "
+                          "<which> being best or step_<N> for the checkpoint evaluated, or pretrained without "
+                          "--checkpoint; never the run's own eval_<split>.json)")
 
     predict = sub.add_parser("predict", help="predict labels for a file")
     _experiment_args(predict)
@@ -126,8 +142,7 @@ def _convert(args) -> int:
                                 param_dtype=args.param_dtype, max_shard_size=args.max_shard_size,
                                 gguf_dtype=args.dtype)
     except (CheckpointError, config_lib.ConfigError, ValueError) as error:
-        print(f"mgpt: convert: {error}", file=sys.stderr)
-        return 2
+        return _input_error("convert", error, args.debug)
     print(f"converted {args.src} -> {args.dst} ({direction})")
     return 0
 
@@ -230,7 +245,23 @@ def _workdir_of(checkpoint: str) -> str:
     return os.path.dirname(path) if os.path.basename(path) in ("best", "checkpoints") else path
 
 
+def _eval_output(config, checkpoint: str | None, split: str, where: str) -> str:
+    """Default report path of ``mgpt eval``: beside the run's own ``eval_<split>.json``, never over it."""
+    if not checkpoint:
+        return os.path.join("runs", config.name, f"eval_{split}.pretrained.json")
+    return os.path.join(_workdir_of(checkpoint), f"eval_{split}.{_checkpoint_label(where)}.json")
+
+
+def _checkpoint_label(where: str) -> str:
+    """``best`` or ``step_<N>`` from a restore description ``"<dir> step <N>"`` (of ``best/`` or ``checkpoints/``)."""
+    directory, _, step = where.rpartition(" step ")
+    if os.path.basename(directory) == "best":
+        return "best"  # one slot whose step moves as training improves; the report's "params" names it
+    return f"step_{step}" if step.isdigit() else "checkpoint"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``mgpt`` command line; returns the exit status (see :data:`EXIT_STATUSES`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
@@ -241,17 +272,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args)
     except config_lib.ConfigError as error:
-        print(f"mgpt: config error: {error}", file=sys.stderr)
-        return 2
+        return _input_error("config error", error, args.debug)
     # Imported after argument parsing so that `mgpt --help` and config errors stay fast.
     from mgpt.data import DataError
     from mgpt.models import CheckpointError
+    from mgpt.train.errors import Interrupted, NonFiniteError
+    from mgpt.train.workdir import WorkdirLocked
 
     try:
         return _run(args, config)
-    except (DataError, CheckpointError, config_lib.ConfigError) as error:  # bad input: one line, no traceback
+    except (DataError, CheckpointError, config_lib.ConfigError, WorkdirLocked, NonFiniteError) as error:
+        return _input_error(args.command, error, args.debug)
+    except Interrupted as error:  # the step is saved: the same command resumes
         print(f"mgpt: {args.command}: {error}", file=sys.stderr)
-        return 2
+        return 3
+
+
+def _input_error(where: str, error: Exception, debug: bool) -> int:
+    """Bad input is the user's to fix, not ours: one line on stderr and status 2, or the traceback with --debug."""
+    if debug:
+        raise error
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # one line, always
+    print(f"mgpt: {where}: {message}", file=sys.stderr)
+    return 2
 
 
 def _run(args, config) -> int:
@@ -277,8 +320,7 @@ def _run(args, config) -> int:
             return 2
         report, scalars = evaluation.evaluate_split(run, params, args.split)
         report["params"] = where
-        default_dir = _workdir_of(args.checkpoint) if args.checkpoint else os.path.join("runs", config.name)
-        output = args.output or os.path.join(default_dir, f"eval_{args.split}{'' if args.checkpoint else '_pretrained'}.json")
+        output = args.output or _eval_output(config, args.checkpoint, args.split, where)
         evaluation.write_json(output, report)
         print(f"{args.split}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
         print(f"report written to {output}")

@@ -78,6 +78,8 @@ class DataConfig:
     text_column: str = "text"
     line_separator: str = "@"  # format=lines: the label follows the last separator (Financial PhraseBank)
     line_encoding: str = "latin-1"  # format=lines: file encoding (the PhraseBank files are latin-1)
+    encoding: str = "utf-8"  # text encoding of the data files of every other format
+    tsv_quoting: Bool = False  # TSV: read double quotes as CSV quoting (off: a quote is an ordinary character)
     text_pair_column: str = ""  # second segment for sentence-pair tasks; empty for none
     label_column: str = "label"
     conll_token_column: Int = 0  # CoNLL: which whitespace-separated column holds the word
@@ -187,6 +189,12 @@ class TrainConfig:
     early_stopping_patience: NonNegativeInt = 0  # evaluations without improvement before stopping; 0 disables
     progress_bar: Bool = True
     compilation_cache_dir: str = ""  # persistent XLA compilation cache shared by runs; "" disables it
+    # A step whose loss or gradients are not finite is skipped (the state stays as it was) and counted; this
+    # many in a row stop the run with an error.
+    max_nonfinite_steps: PositiveInt = 10
+    # What a resume may find changed since the checkpoint (else it refuses): "model", "data", "labels",
+    # "batch_size", "schedule" (epochs, steps, optimizer and its schedule), or "all".
+    allow_resume_changes: tuple[str, ...] = ()
 
 
 @_section

@@ -90,6 +90,8 @@ CASES = {
     "sst2_sentiment.py": _sst2,
     "conll2003_ner.py": _conll2003,
     "wnut17_minilm.py": _wnut17,
+    "wnut17_packed.py": _wnut17,
+    "banking77_packed.py": _banking,
 }
 
 

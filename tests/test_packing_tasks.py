@@ -16,6 +16,7 @@ from mgpt.data.packing import pack_examples
 from mgpt.models.layers import segment_positions, segment_token_index
 from mgpt.train import loop, reporting, setup
 from mgpt.train.step import gradients
+from mgpt.tasks import get_task
 from mgpt.train.validate import validate
 
 from family_checkpoints import PAD, VOCAB, make_checkpoint
@@ -101,7 +102,7 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(family, task, tmp_path
     assert len(packed["input_ids"]) < len(arrays["input_ids"]) and packed["input_ids"].shape[1] == 24
     padded = dict(arrays, example_weight=np.ones(len(arrays["labels"]), np.float32))
     packed["example_weight"] = np.ones(len(packed["input_ids"]), np.float32)
-    grad_fn = jax.jit(functools.partial(gradients, model=model, task=mgpt.tasks.get_task(task)))
+    grad_fn = jax.jit(functools.partial(gradients, model=model, task=get_task(task)))
     rng = jax.random.PRNGKey(0)
     g_pad, s_pad, c_pad = grad_fn(params, padded, rng)
     g_pack, s_pack, c_pack = grad_fn(params, packed, rng)

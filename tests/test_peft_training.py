@@ -106,6 +106,10 @@ def test_trainable_only_checkpoints_resume_exactly_and_check_the_base(experiment
     # Same workdir, another base model (other random weights): restoring fails and says why.
     other = tiny_gpt2(tmp_path / "other_model", seed=1)
     wrong = config_lib.apply_overrides(config, [f"model.name_or_path={other}", "train.max_steps=6"])
+    with pytest.raises(ValueError, match="this workdir holds a run of another model"):  # the resume check
+        _train(wrong, workdir)
+    # told the change is intended, the trainable-only checkpoint still refuses a base it was not trained on
+    wrong = config_lib.apply_overrides(wrong, ["train.allow_resume_changes=[model,schedule]"])
     with pytest.raises(ValueError, match=re.escape("does not match the base loaded now") + ".*frozen values differ"):
         _train(wrong, workdir)
 

@@ -12,7 +12,7 @@ import types
 
 from mgpt.data import labels, records
 from mgpt.data.errors import DataError
-from mgpt.data.records import Records, check_file
+from mgpt.data.records import Records, check_file, text_file
 from mgpt.data.tags import split_tag
 
 
@@ -20,13 +20,26 @@ def _column_index(index: int, num_columns: int) -> int:
     return index if index >= 0 else num_columns + index
 
 
+def _check_width(where: str, line: str, found: int, width: tuple[int, int]) -> None:
+    """Fail unless a tagged line has the ``width[0]`` columns of the file's first tagged line (line ``width[1]``).
+
+    A line with a column too few or too many would otherwise put another column (e.g. the chunk tag of
+    ``bob NNP B-NP`` in a 4-column file) where the label column is, and train on it silently.
+    """
+    if found != width[0]:
+        raise DataError(f"{where}: found {found} whitespace-separated columns {line.strip()!r}; expected {width[0]}, "
+                        f"as on line {width[1]} (the file's first token line with a tag fixes the column count)")
+
+
 def read_conll_records(path: str | os.PathLike, token_column: int = 0, label_column: int = -1,
-                       tags_optional: bool = False, token_field: str = "tokens", tag_field: str = "tags") -> Records:
+                       tags_optional: bool = False, token_field: str = "tokens", tag_field: str = "tags",
+                       encoding: str = "utf-8") -> Records:
     """Read a CoNLL file into one record per sentence, ``{token_field: [...], tag_field: [...]}``.
 
     ``token_column`` / ``label_column`` pick columns by index (negative counts from the end).
     With ``tags_optional`` (files to predict on) a sentence whose lines have no tag column is a
-    record without ``tag_field``. Each record's place is the sentence's first line.
+    record without ``tag_field``. Each record's place is the sentence's first line. The first
+    tagged line fixes the number of columns; a tagged line with another number fails.
     """
     path = os.fspath(path)
     check_file(path)
@@ -42,6 +55,7 @@ def read_conll_records(path: str | os.PathLike, token_column: int = 0, label_col
     tags: list[str] = []
     lines: list[int] = []  # line numbers of the current sentence
     untagged: list[int] = []  # line numbers of token-only lines in the current sentence
+    width: tuple[int, int] | None = None  # (columns, line) of the file's first tagged line
 
     def flush():
         if tokens:
@@ -52,7 +66,7 @@ def read_conll_records(path: str | os.PathLike, token_column: int = 0, label_col
             for part in (tokens, tags, lines, untagged):
                 part.clear()
 
-    with open(path, encoding="utf-8-sig") as f:
+    with text_file(path, encoding) as f:
         for line_number, line in enumerate(f, start=1):
             columns = line.split()
             if not columns or columns[0] == "-DOCSTART-":
@@ -69,6 +83,8 @@ def read_conll_records(path: str | os.PathLike, token_column: int = 0, label_col
                     f"{where}: expected at least {needed} whitespace-separated columns "
                     f"(token column {token_column}, label column {label_column}), got {len(columns)}: {line.strip()!r}"
                 )
+            width = width or (len(columns), line_number)
+            _check_width(where, line, len(columns), width)
             t = _column_index(token_column, len(columns))
             c = _column_index(label_column, len(columns))
             if t == c:

@@ -115,9 +115,21 @@ def class_ids(examples: Sequence[dict], label_to_id: Mapping[str, int], where: s
     return np.asarray(ids, dtype=np.int32)
 
 
-def float_targets(examples: Sequence[dict]) -> np.ndarray:
-    """float32 (N,) of each example's numeric ``"label"``; 0.0 where it has none."""
-    return np.asarray([float(e.get("label", 0.0)) for e in examples], dtype=np.float32)
+def float_targets(examples: Sequence[dict], where: str = "") -> np.ndarray:
+    """float32 (N,) of each example's numeric ``"label"``; 0.0 where it has none.
+
+    A label that is not finite in float32 (NaN, inf, or e.g. 1e39, which overflows) fails here, naming
+    the example, rather than turning the loss NaN later; the readers already check labels they read.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        targets = np.asarray([float(e.get("label", 0.0)) for e in examples], dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(targets))
+    if bad.size:
+        value = examples[bad[0]]["label"]
+        raise DataError(f"{where or 'data'}: example {bad[0] + 1} of {len(examples)}: regression label {value!r:.40} "
+                        f"is not finite in float32; expected a finite number of magnitude at most "
+                        f"{float(np.finfo(np.float32).max):.4g}")
+    return targets
 
 
 def multi_hot(examples: Sequence[dict], label_to_id: Mapping[str, int], where: str = "") -> np.ndarray:

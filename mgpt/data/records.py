@@ -10,10 +10,14 @@ data (:mod:`mgpt.data.chat`) gives ``{"messages", "where"}``.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import dataclasses
 import os
 import string
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TextIO
+
+import numpy as np
 
 from mgpt.data import labels as label_kinds
 from mgpt.data import tags as tag_schemes
@@ -44,6 +48,49 @@ def check_file(path: str) -> None:
         raise DataError(f"{path}: data file not found")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: data file is empty")
+
+
+@contextlib.contextmanager
+def text_file(path: str, encoding: str, option: str = "data.encoding", newline: str | None = None) -> Iterator[TextIO]:
+    """``path`` opened for reading as ``encoding`` text (a UTF-8 byte order mark is skipped).
+
+    A byte that does not decode, while the body reads, fails as one DataError naming the file, the
+    line and the config option ``option`` that sets the encoding, instead of a bare UnicodeDecodeError.
+    """
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"{option}={encoding!r} is not a known text encoding; "
+                        "expected a Python codec name such as 'utf-8' or 'latin-1'") from None
+    with open(path, encoding="utf-8-sig" if codec == "utf-8" else encoding, newline=newline) as f:
+        try:
+            yield f
+        except UnicodeDecodeError as e:
+            raise DataError(_decode_error(path, encoding, option, e)) from None
+
+
+def _decode_error(path: str, encoding: str, option: str, error: UnicodeDecodeError) -> str:
+    """The message for a file that is not ``encoding`` text, at the line of its first bad byte.
+
+    A text file decodes in chunks, so ``error`` knows neither the line nor the offset in the file:
+    decoding the whole file once more finds both (only on this failure path).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    place = path
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as e:
+        error = e
+        place = f"{path}:{line_of(data[: e.start].decode(encoding, errors='replace'))}"
+    bad = error.object[error.start: error.end][:4].hex(" ")
+    return (f"{place}: bytes {bad} are not valid {encoding} ({error.reason}); expected {encoding} text: "
+            f"set {option} to the file's encoding, e.g. --set {option}=latin-1")
+
+
+def line_of(prefix: str) -> int:
+    """The line number at the end of ``prefix`` (text from the file's start); lines end at \\n, \\r\\n or \\r."""
+    return prefix.count("\n") + prefix.count("\r") - prefix.count("\r\n") + 1
 
 
 def template_fields(template: str) -> list[str]:
@@ -147,8 +194,24 @@ def _labelled(row: _Row, data_cfg, label_kind: str, labels_optional: bool) -> di
             raise DataError(f"{row.where}: no label in field {data_cfg.label_column!r} (a split to train or "
                             "evaluate on needs labels; TFDS marks hidden labels, e.g. GLUE test sets, as -1)")
         return example
-    example["label"] = label_kinds.convert_label(label, label_kind, row.where, data_cfg.label_delimiter)
+    try:
+        example["label"] = label_kinds.convert_label(label, label_kind, row.where, data_cfg.label_delimiter)
+    except OverflowError:  # float() of a JSON integer with hundreds of digits
+        raise DataError(f"{row.where}: regression label {label!r:.40} overflows a float; "
+                        "expected a finite float32 number") from None
+    if label_kind == label_kinds.LABEL_FLOAT:
+        check_float32(example["label"], label, row.where)
     return example
+
+
+def check_float32(number: float, raw: Any, where: str) -> None:
+    """Fail naming ``where`` and ``raw`` when ``number`` is not finite as float32, the regression targets'
+    dtype: 1e39 is a finite Python float but becomes inf (and the loss NaN) in float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = bool(np.isfinite(np.float32(number)))
+    if not finite:
+        raise DataError(f"{where}: regression label {raw!r:.40} is not finite in float32; expected a finite "
+                        f"number of magnitude at most {float(np.finfo(np.float32).max):.4g}")
 
 
 def example_from_record(record: dict, data_cfg, label_kind: str, where: str, labels_optional: bool = False,

@@ -7,6 +7,7 @@ and writes the reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,6 +21,10 @@ from mgpt import optim, parallel
 from mgpt.train import checkpoint as checkpoint_lib
 from mgpt.train import engine as engine_lib
 from mgpt.train import compile_clock, evaluation, reporting, setup
+from mgpt.train import fingerprint as fingerprint_lib
+from mgpt.train import preemption
+from mgpt.train import workdir as workdir_lib
+from mgpt.train.errors import Interrupted, NonFiniteError
 from mgpt.train.validate import validate
 
 log = logging.getLogger("mgpt")
@@ -33,23 +38,27 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     """Train (or resume) in ``workdir``; returns the final evaluation reports by split.
 
     ``stop_after`` ends the run after that many steps as a pre-emption would (a checkpoint is
-    written, no final evaluation); running again resumes exactly where it stopped.
+    written, no final evaluation); running again resumes exactly where it stopped. SIGTERM or SIGINT do
+    the same at the next step boundary and raise :class:`mgpt.train.errors.Interrupted`.
     """
     config = validate(config)  # every config rule, before any file is opened
     parallel.initialize_distributed(config.parallel)
     enable_compilation_cache(config.train.compilation_cache_dir)
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        config_lib.save_config(config, os.path.join(workdir, "config.json"))
-    run = setup.build_run(config)
-    if jax.process_index() == 0:  # what data cleaning dropped, by split and reason
-        evaluation.write_json(os.path.join(workdir, "cleaning.json"), run.data.cleaning)
-    loop = _Loop(run, workdir)
-    try:
-        finished = loop.run(stop_after)
-    finally:
-        loop.close()
-    return loop.finish() if finished else {}
+    # One training process per workdir (WorkdirLocked at once otherwise); process 0 holds it for all hosts.
+    lock = workdir_lib.lock_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        run = setup.build_run(config)
+        loop = _Loop(run, workdir)
+        if jax.process_index() == 0:  # written once the run has started, so it describes its checkpoints
+            config_lib.save_config(config, os.path.join(workdir, "config.json"))
+            evaluation.write_json(os.path.join(workdir, "cleaning.json"), run.data.cleaning)
+        try:
+            with preemption.StopRequest() as stop:
+                finished = loop.run(stop_after, stop)
+        finally:
+            loop.close()
+        return loop.finish() if finished else {}
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -88,23 +97,48 @@ class _Loop:
             self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.checkpoint, setup.checkpoint_packing(run))
         self.meta = {"best_value": None, "best_step": None, "bad_evals": 0, "label_names": list(run.data.label_names)}
         self.start = 0
+        if self.checkpoints is not None:
+            self.meta["fingerprint"] = fingerprint_lib.run_fingerprint(config, run.data.label_names, run.params,
+                                                                       _data_files(config))
         if self.checkpoints is not None and self.checkpoints.latest_step() is not None:
-            restored, self.meta = self.checkpoints.restore(self.engine.restore_target(run.params, tc.seed),
-                                                           fill=run.params)
-            self.state = self.engine.from_checkpoint(restored)
-            self.start = int(restored["step"])
-            log.info("resumed from %s at step %d", os.path.join(workdir, checkpoint_lib.LATEST_DIR), self.start)
+            self._resume(run)
         self.last_step = self.start
-        self.writer = reporting.MetricsWriter(workdir, resume_step=self.start or None,
+        # From step 0 an old metrics.jsonl (a crash before the first checkpoint, a reused workdir) is moved
+        # aside to metrics.jsonl.<n>; resumed, the events after self.start are dropped (atomically).
+        self.writer = reporting.MetricsWriter(workdir, resume_step=self.start or None, fresh=self.start == 0,
                                               enabled=jax.process_index() == 0)
         self.metric_name, self.mode = setup.best_metric_name(config, run.task)
         # What this invocation's training cost: wall seconds of the steps (evaluation and checkpoints
         # excluded), the part of it spent compiling the step, and the real and computed (padded) tokens.
         self.totals = {"train_seconds": 0.0, "compile_seconds": 0.0, "train_steps": 0, "real_tokens": 0.0,
-                       "computed_tokens": 0.0, "train_examples": 0.0}
+                       "computed_tokens": 0.0, "train_examples": 0.0, "nonfinite_steps": 0}
+        self.nonfinite_run = 0  # consecutive skipped (non-finite) steps, up to the last one checked
         self._running_since = None
 
-    def run(self, stop_after: int | None) -> bool:
+    def _resume(self, run: setup.Run) -> None:
+        """Restore the newest intact checkpoint, after checking it was written by this same run."""
+        fingerprint, allowed = self.meta["fingerprint"], self.tc.allow_resume_changes
+        latest = self.checkpoints.latest_step()
+        where = f"{os.path.join(self.workdir, checkpoint_lib.LATEST_DIR)} step {latest}"
+        try:  # compare before restoring arrays: another model's shapes would fail deep inside Orbax
+            saved = self.checkpoints.restore_meta(latest)
+        except Exception:  # noqa: BLE001 -- a torn checkpoint: restore() below falls back past it
+            saved = None
+        if saved is not None:
+            fingerprint_lib.check_resume(saved.get("fingerprint"), fingerprint, allowed, where)
+        restored, meta = self.checkpoints.restore(self.engine.restore_target(run.params, self.tc.seed),
+                                                  fill=run.params)
+        self.start = int(restored["step"])
+        where = f"{os.path.join(self.workdir, checkpoint_lib.LATEST_DIR)} step {self.start}"
+        changed = fingerprint_lib.check_resume(meta.get("fingerprint"), fingerprint, allowed, where)
+        if changed:
+            log.warning("resuming with changed %s, as train.allow_resume_changes allows", ", ".join(changed))
+        self.state = self.engine.from_checkpoint(restored)
+        self.meta = self.checkpoints.reconcile_best(self.start, dict(meta, fingerprint=fingerprint),
+                                                    self.engine.params(self.state))
+        log.info("resumed from %s", where)
+
+    def run(self, stop_after: int | None, stop: preemption.StopRequest | None = None) -> bool:
         """Train to the end (True) or until ``stop_after`` / early stopping ends it (True / False)."""
         tc, checkpoint_cfg = self.tc, self.run_.config.checkpoint
         if tc.early_stopping_patience and self.meta["bad_evals"] >= tc.early_stopping_patience:
@@ -112,6 +146,7 @@ class _Loop:
             return True  # a rerun of an early-stopped run only re-evaluates, as the first run ended
         progress = _progress(tc.progress_bar and jax.process_index() == 0, self.start, self.steps)
         window = _new_window()
+        pending = None  # the last step's "skipped" flag, read after the next step is dispatched (no stall)
         try:
             for step in range(self.start, self.steps):
                 self._resume_clock()
@@ -119,6 +154,9 @@ class _Loop:
                 compiled_before = compile_clock.seconds()
                 self.state, metrics = self.engine.step(self.state, host_batch)
                 self.totals["compile_seconds"] += compile_clock.seconds() - compiled_before
+                if pending is not None:
+                    self._check_finite(*pending, window)
+                pending = (step, metrics["nonfinite"])
                 done = self.last_step = step + 1
                 real, computed = _token_counts(host_batch)
                 window["steps"] += 1
@@ -129,8 +167,11 @@ class _Loop:
                 self.totals["computed_tokens"] += computed
                 self.totals["train_examples"] += _example_count(host_batch)
                 if done % tc.log_every == 0 or done == self.steps:
+                    self._check_finite(*pending, window)
+                    pending = None
                     values = self._log_train(done, metrics, window, host_batch)
-                    progress.set_postfix(loss=f"{values['loss']:.4f}", tok_s=f"{values['tokens_per_second']:.0f}")
+                    progress.set_postfix(loss=f"{values.get('loss', float('nan')):.4f}",
+                                         tok_s=f"{values['tokens_per_second']:.0f}")
                     window = _new_window()
                 progress.update(1)
                 stop_early = False
@@ -148,10 +189,33 @@ class _Loop:
                     self._save(done)
                     log.info("stopped after step %d as asked; run again to resume", done)
                     return False
+                if stop is not None and done < self.steps and stop.requested(done):
+                    self._save(done)
+                    if self.checkpoints is not None:
+                        self.checkpoints.wait()  # the save must be on disk before the process goes
+                    raise Interrupted(stop.signal_name, done, self.checkpoints is not None)
         finally:
             self._pause_clock()
             progress.close()
         return True
+
+    def _check_finite(self, step: int, skipped, window: dict) -> None:
+        """Count step ``step`` if it was skipped as non-finite; too many in a row stop the run."""
+        if not float(skipped):
+            self.nonfinite_run = 0
+            return
+        self.nonfinite_run += 1
+        self.totals["nonfinite_steps"] += 1
+        window["nonfinite"] += 1
+        log.warning("step %d: non-finite loss or gradients; the update was skipped (%d in a row)", step + 1,
+                    self.nonfinite_run)
+        limit = self.tc.max_nonfinite_steps
+        if self.nonfinite_run >= limit:
+            raise NonFiniteError(
+                f"{self.nonfinite_run} consecutive training steps (up to step {step + 1}) had a non-finite loss or "
+                f"gradients and were skipped (train.max_nonfinite_steps={limit}); the last finite state is in "
+                f"the latest checkpoint. Expected finite steps: lower optimizer.learning_rate, set "
+                f"optimizer.max_grad_norm, or check the data")
 
     def _resume_clock(self) -> None:
         if self._running_since is None:
@@ -181,6 +245,10 @@ class _Loop:
             # Which examples the last step saw: lets a resumed run be checked against a straight one.
             "batch_fingerprint": batch_fingerprint(host_batch),
         }
+        if window["nonfinite"]:
+            values["nonfinite_steps"] = window["nonfinite"]
+        # A skipped last step has a non-finite loss: log what is finite (the state itself stayed finite).
+        values = {key: value for key, value in values.items() if np.isfinite(value)}
         self.writer.write("train", done, values)
         return values
 
@@ -225,7 +293,7 @@ class _Loop:
                                                          _params_target(params), self.checkpoints.partial, params)
             final_from = (f"best (step {self.meta['best_step']}, "
                           f"{self.metric_name}={self.meta['best_value']:.4f})")
-        writer = reporting.MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+        writer = reporting.MetricsWriter(self.workdir, fresh=False, enabled=jax.process_index() == 0)  # appends
         reports = {}
         for split in self.tc.final_eval_splits:
             if split in run.data.splits:
@@ -255,8 +323,16 @@ class _Loop:
             self.checkpoints.close()
 
 
+def _data_files(config: config_lib.ExperimentConfig) -> dict[str, str]:
+    """The data files a training run reads, by split."""
+    data = config.data
+    return {split: getattr(data, f"{split}_file") for split in ("train", "validation", "test")
+            if getattr(data, f"{split}_file")}
+
+
 def _new_window() -> dict:
-    return {"tokens": 0.0, "computed": 0.0, "steps": 0, "start": time.perf_counter(), "cpu": _cpu_seconds()}
+    return {"tokens": 0.0, "computed": 0.0, "steps": 0, "nonfinite": 0, "start": time.perf_counter(),
+            "cpu": _cpu_seconds()}
 
 
 def _cpu_seconds() -> float:

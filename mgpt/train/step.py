@@ -93,17 +93,29 @@ def gradients(params: Any, batch: dict, rng: jax.Array, *, model, task, accumula
 
 def apply_gradients(state: dict, grad_sum: Any, loss_sum: jax.Array, count: jax.Array, *,
                     optimizer: optax.GradientTransformation) -> tuple[dict, dict]:
-    """Divide the summed gradients by the global count once, update, and report scalars."""
+    """Divide the summed gradients by the global count once, update, and report scalars.
+
+    A step whose loss, gradients or updated params are not finite is skipped: params and optimizer
+    state stay as they were (the optimizer's own step count too, so its schedule does not move), while
+    ``step`` still advances, so the next step sees the next batch and a fresh dropout key. ``nonfinite``
+    (1.0 when skipped) lets the loop count such steps and stop a run that keeps producing them.
+    """
     denominator = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denominator, grad_sum)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
+    loss, grad_norm, param_norm = loss_sum / denominator, optax.tree.norm(grads), optax.tree.norm(params)
+    # An overflowing norm also catches huge finite values that would turn inf at the next step.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = dict(state, step=state["step"] + 1, params=keep(params, state["params"]),
+                     opt_state=keep(opt_state, state["opt_state"]))
     metrics = {
-        "loss": loss_sum / denominator,
+        "loss": loss,
         "count": count,
-        "grad_norm": optax.tree.norm(grads),
-        "param_norm": optax.tree.norm(params),
+        "grad_norm": grad_norm,
+        "param_norm": jnp.where(finite, param_norm, optax.tree.norm(state["params"])),
+        "nonfinite": 1.0 - finite.astype(jnp.float32),
     }
     return new_state, metrics
 

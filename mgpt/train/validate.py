@@ -21,6 +21,7 @@ from mgpt import config as config_lib
 from mgpt import text_metrics
 from mgpt.config import ConfigError, ExperimentConfig
 from mgpt.tasks import TASKS
+from mgpt.train.fingerprint import PARTS
 
 _ALL_KINDS = typing.get_args(config_lib.TaskKind)
 _CAUSAL = ("causal_lm", "generation")
@@ -166,6 +167,13 @@ def _check_splits(config: ExperimentConfig) -> None:
                   "data.validation_ratio / data.test_ratio)")
 
 
+def _check_resume_changes(config: ExperimentConfig) -> None:
+    unknown = [part for part in config.train.allow_resume_changes if part not in (*PARTS, "all")]
+    if unknown:
+        _fail("train.allow_resume_changes", config.train.allow_resume_changes, f"names among {_names(PARTS)} or "
+              f"'all' (unknown: {unknown})")
+
+
 def _check_best_metric(config: ExperimentConfig) -> None:
     train = config.train
     reported = metric_names(config)
@@ -245,8 +253,8 @@ def _check_optimizer(config: ExperimentConfig) -> None:
                   f"(optax.{opt.name}'s default: {parameter.default!r})")
 
 
-RULES = (_check_data_format, _check_task_options, _check_shapes, _check_splits, _check_best_metric,
-         _check_optimizer)
+RULES = (_check_data_format, _check_task_options, _check_shapes, _check_splits, _check_resume_changes,
+         _check_best_metric, _check_optimizer)
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
