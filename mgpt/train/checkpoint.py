@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mgpt.config import CheckpointConfig
-from mgpt.train.errors import CheckpointError
+from mgpt.train.errors import CheckpointError, ResumeError
 
 log = logging.getLogger("mgpt")
 
@@ -124,27 +124,35 @@ class Checkpoints:
     def restore(self, target: Any, step: int | None = None, fill: Any = None) -> tuple[Any, dict]:
         """The newest intact state (or the one at ``step``), laid out like ``target`` (abstract, with shardings).
 
-        Each candidate, newest first, must restore and be finite; one that fails is set aside with a warning
-        and the next newest is tried. CheckpointError when none is left. With ``partial``, ``fill`` (the
+        Each candidate, newest first, must restore and be finite; when one fails the next newest is tried, and
+        the failed ones are set aside with a warning once an older one restores. CheckpointError (nothing
+        moved) when none restores. With ``partial``, ``fill`` (the
         params loaded at start-up) supplies the frozen params.
         """
         if step is not None:
             return self._restore_step(target, step, fill)
-        failures = []
+        failures, bad = [], []
         for candidate in sorted(self.latest.all_steps(), reverse=True):
             try:
                 state, meta = self._restore_step(target, candidate, fill)
+            except ResumeError:
+                raise  # the checkpoint is intact but not this run's: keep it, say so
             except Exception as error:  # noqa: BLE001 -- torn files fail in Orbax, TensorStore, json, ...
                 failures.append(f"step {candidate}: {_short(error)}")
-                self._set_aside(LATEST_DIR, candidate, f"could not be restored ({_short(error)})")
+                bad.append((candidate, f"could not be restored ({_short(error)})"))
                 continue
             if not all_finite(state):
                 failures.append(f"step {candidate}: holds non-finite values")
-                self._set_aside(LATEST_DIR, candidate, "holds non-finite values")
+                bad.append((candidate, "holds non-finite values"))
                 continue
+            # Only now that an older one is intact are the newer ones known to be broken (and not merely
+            # incompatible with this run): set them aside, so saving goes on past them.
+            for step_, why in bad:
+                self._set_aside(LATEST_DIR, step_, why)
             return state, meta
         raise CheckpointError(f"no intact checkpoint to resume from in {self.latest.directory} "
-                              f"({'; '.join(failures) or 'none left'}); use a new workdir to start afresh")
+                              f"({'; '.join(failures) or 'none left'}); nothing was moved; use a new workdir to "
+                              f"start afresh")
 
     def _restore_step(self, target: Any, step: int, fill: Any) -> tuple[Any, dict]:
         item = target if self.partial is None else self.partial.pack_state(target)
@@ -153,7 +161,10 @@ class Checkpoints:
         )
         state, meta = restored["state"], restored["meta"]
         if self.partial is not None:
-            self.partial.check(meta, f"{self.latest.directory} step {step}")
+            try:
+                self.partial.check(meta, f"{self.latest.directory} step {step}")
+            except ValueError as error:  # a deliberate refusal, not a torn file: never set aside for it
+                raise ResumeError(str(error)) from error
             state = dict(state, params=self.partial.unpack(state["params"], fill, target["params"]))
         return state, meta
 
