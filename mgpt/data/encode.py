@@ -16,6 +16,7 @@ import numpy as np
 
 from mgpt.constants import IGNORE_INDEX
 from mgpt.data.errors import DataError
+from mgpt.data.records import check_float32
 
 logger = logging.getLogger("mgpt")
 
@@ -126,9 +127,7 @@ def float_targets(examples: Sequence[dict], where: str = "") -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(targets))
     if bad.size:
         value = examples[bad[0]]["label"]
-        raise DataError(f"{where or 'data'}: example {bad[0] + 1} of {len(examples)}: regression label {value!r:.40} "
-                        f"is not finite in float32; expected a finite number of magnitude at most "
-                        f"{float(np.finfo(np.float32).max):.4g}")
+        check_float32(float(value), value, f"{where or 'data'}: example {bad[0] + 1} of {len(examples)}")
     return targets
 
 

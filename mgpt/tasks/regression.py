@@ -32,7 +32,7 @@ class Regression:
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Token arrays of one split plus float32 targets (0.0 where an example has none)."""
         encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
-        encoded.arrays["labels"] = float_targets(examples)
+        encoded.arrays["labels"] = float_targets(examples, where)
         return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=False)
 
     def loss(self, logits, batch):

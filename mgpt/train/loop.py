@@ -124,13 +124,14 @@ class _Loop:
             saved = self.checkpoints.restore_meta(latest)
         except Exception:  # noqa: BLE001 -- a torn checkpoint: restore() below falls back past it
             saved = None
-        if saved is not None:
-            fingerprint_lib.check_resume(saved.get("fingerprint"), fingerprint, allowed, where)
+        changed = None if saved is None else fingerprint_lib.check_resume(saved.get("fingerprint"), fingerprint,
+                                                                          allowed, where)
         restored, meta = self.checkpoints.restore(self.engine.restore_target(run.params, self.tc.seed),
                                                   fill=run.params)
         self.start = int(restored["step"])
         where = f"{os.path.join(self.workdir, checkpoint_lib.LATEST_DIR)} step {self.start}"
-        changed = fingerprint_lib.check_resume(meta.get("fingerprint"), fingerprint, allowed, where)
+        if changed is None or self.start != latest:  # restore() fell back to a checkpoint not yet checked
+            changed = fingerprint_lib.check_resume(meta.get("fingerprint"), fingerprint, allowed, where)
         if changed:
             log.warning("resuming with changed %s, as train.allow_resume_changes allows", ", ".join(changed))
         self.state = self.engine.from_checkpoint(restored)

@@ -114,7 +114,7 @@ def apply_gradients(state: dict, grad_sum: Any, loss_sum: jax.Array, count: jax.
         "loss": loss,
         "count": count,
         "grad_norm": grad_norm,
-        "param_norm": jnp.where(finite, param_norm, optax.tree.norm(state["params"])),
+        "param_norm": param_norm,  # of the proposed params (a skipped step's may be non-finite: not logged)
         "nonfinite": 1.0 - finite.astype(jnp.float32),
     }
     return new_state, metrics

@@ -37,8 +37,8 @@ from mgpt.models.layers import (
     check_inputs,
     dense,
     dropout_rates,
-    layer_norm,
     gather_segments,
+    layer_norm,
     segment_positions,
 )
 from mgpt.models.mappings import Entry, add_rows
@@ -239,9 +239,10 @@ class BertBackbone(nn.Module):
                     f"BERT: sequence length {length} (+ position offset {offset}) exceeds "
                     f"max_position_embeddings={arch.max_positions}"
                 )
-            position_ids = encoder_positions(input_ids, length, arch.position_padding_idx)
-            if inputs.num_segments:  # packed rows: each example's positions start where a lone one's would
-                pad = arch.position_padding_idx
+            pad = arch.position_padding_idx
+            if not inputs.num_segments:
+                position_ids = encoder_positions(input_ids, length, pad)
+            else:  # packed rows: each example's positions start where a lone one's would
                 position_ids = (segment_positions(inputs.attention_mask) if pad is None
                                 else segment_positions(inputs.attention_mask, pad + 1, pad))
         if token_type_ids is None:

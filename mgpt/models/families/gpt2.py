@@ -154,9 +154,8 @@ class GPT2Backbone(DecoderBackbone):
         if position_ids is None:
             if x.shape[1] > arch.max_positions:  # jnp indexing would silently clamp
                 raise ValueError(f"GPT-2: sequence length {x.shape[1]} exceeds n_positions={arch.max_positions}")
-            position_ids = jnp.arange(x.shape[1])[None, :]
-            if inputs.num_segments:
-                position_ids = segment_positions(inputs.attention_mask)
+            position_ids = (segment_positions(inputs.attention_mask) if inputs.num_segments
+                            else jnp.arange(x.shape[1])[None, :])
         x = constrain_hidden(self.drop(x + self.wpe(position_ids), deterministic=inputs.deterministic))
         return run_decoder_layers(self.h, x, (inputs.attention_mask,), inputs, self.ln_f, self.scan_layers,
                                   arch.num_layers)
