@@ -128,6 +128,13 @@ class DataConfig:
     # instruct model sees its own format); the loss covers the assistant turn, long prompts are shortened first.
     use_chat_template: Bool = False
     system_prompt: str = ""  # with use_chat_template: the system turn before every prompt
+    # Training-time augmentation (mgpt.data.augment), "op:rate" each, applied on the fly, seeded by (train.seed, step,
+    # example) so a resumed run sees the same augmented batches. Text ops: swap, delete, insert, synonym (needs
+    # data.synonyms_file), char (keyboard typos: substitution, deletion, insertion, transposition); token
+    # classification: label_replace, mention_replace, segment_shuffle (tags stay aligned). Embedding ops, in the
+    # train step: token_cutoff, span_cutoff (see robust.cutoff_consistency).
+    augment: tuple[str, ...] = ()
+    synonyms_file: str = ""  # one line per group: words that may replace each other, separated by spaces or commas
 
 
 @_section
@@ -149,6 +156,8 @@ class TaskConfig:
     # causal_lm: compute the loss over this many positions at a time, never holding the whole
     # (batch, length, vocab) logits (nor their gradient); 0: off
     loss_chunk_size: NonNegativeInt = 0
+    # classification and tagging: cross-entropy against optax.smooth_labels(one_hot, label_smoothing); 0: off
+    label_smoothing: Ratio = 0.0
 
 
 @_section
@@ -168,6 +177,13 @@ class OptimizerConfig:
     max_grad_norm: NonNegativeFloat = 1.0  # global-norm clipping; 0 disables
     accumulation_steps: PositiveInt = 1  # micro-batches per update; the batch is split, the update is exact
     trainable: str = "all"  # all | head | regex over parameter paths (see mgpt.optim)
+    # Fine-tuning regularizers (mgpt.optim). Layer-wise learning-rate decay: layer i of L trains at
+    # lr * layer_lr_decay ** (L - i), the embeddings at lr * layer_lr_decay ** (L + 1), the head at lr; 1: off.
+    layer_lr_decay: Annotated[Float, Gt(0), Le(1)] = 1.0
+    # L2-SP: decoupled decay toward the pretrained weights (not zero) at this rate, backbone only; 0: off
+    l2_sp: NonNegativeFloat = 0.0
+    # Exponential moving average of the weights (kept in the optimizer state); 0: off. See train.eval_ema.
+    ema_decay: Ratio = 0.0
 
 
 @_section
@@ -195,6 +211,11 @@ class TrainConfig:
     # What a resume may find changed since the checkpoint (else it refuses): "model", "data", "labels",
     # "batch_size", "schedule" (epochs, steps, optimizer and its schedule), or "all".
     allow_resume_changes: tuple[str, ...] = ()
+    # With optimizer.ema_decay > 0: evaluate, pick the best and export with the EMA weights (off: the live ones).
+    eval_ema: Bool = True
+    # Robustness evaluation: each evaluated split is also scored on a perturbed copy per "op:rate" (the ops of
+    # data.augment, e.g. "char:0.05", "delete:0.1"), same seed every time; clean, perturbed and drop are reported.
+    eval_perturbations: tuple[str, ...] = ()
 
 
 @_section
@@ -259,6 +280,34 @@ class PeftConfig:
 
 
 @_section
+class RobustConfig:
+    """Adversarial training and consistency regularization (mgpt.robust): each a train-step objective.
+
+    Perturbations live on the input embeddings, with L2 norms taken per example over its real tokens
+    (padding is never perturbed).
+    """
+
+    # fgm: one normalised gradient step (Miyato et al. 2016); pgd: `steps` projected ascent steps (Madry et al.
+    # 2018); freelb: parameter gradients averaged over `steps` ascent steps (Zhu et al. 2020); smart: a
+    # smoothness-inducing regularizer, symmetric KL between clean and perturbed outputs (Jiang et al. 2020).
+    adversarial: Literal["none", "fgm", "pgd", "freelb", "smart"] = "none"
+    epsilon: NonNegativeFloat = 1.0  # radius of the perturbation ball (L2 per example)
+    steps: PositiveInt = 3  # ascent steps (pgd, freelb, smart)
+    step_size: NonNegativeFloat = 0.3  # L2 length of each normalised ascent step (pgd, freelb, smart)
+    init_std: NonNegativeFloat = 1e-5  # smart: std of the random start; pgd / freelb start at a random point of the ball
+    smart_weight: NonNegativeFloat = 1.0  # smart: weight of the smoothness term
+    # smart: weight of the Bregman proximal term (divergence from the outputs of a slow-moving copy of the
+    # weights, updated as anchor = m * anchor + (1 - m) * params); 0: off
+    smart_bregman_weight: NonNegativeFloat = 0.0
+    smart_bregman_momentum: Ratio = 0.99
+    # R-Drop (Liang et al. 2021): two dropout passes, mean task loss + rdrop_alpha * symmetric KL; 0: off
+    rdrop_alpha: NonNegativeFloat = 0.0
+    # token_cutoff / span_cutoff (data.augment): weight of the Jensen-Shannon consistency between the clean and
+    # cut-off views (Shen et al. 2020); 0: train on the cut-off view alone
+    cutoff_consistency: NonNegativeFloat = 0.0
+
+
+@_section
 class ExperimentConfig:
     """The whole experiment."""
 
@@ -271,6 +320,7 @@ class ExperimentConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
 
 
 def check(config: ExperimentConfig) -> ExperimentConfig:

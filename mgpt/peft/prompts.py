@@ -131,6 +131,11 @@ def _apply_prompt(call: method_lib.Call) -> method_lib.Call:
                                         inputs.get("attention_mask"), inputs.get("token_type_ids"))
     inputs.update(input_ids=None, inputs_embeds=embeds, attention_mask=mask, token_type_ids=types)
     count = call.peft["prompt"]["embeddings"].shape[0]
+    # perturbations of the token embeddings (mgpt.robust) never touch the virtual tokens
+    if inputs.get("embeds_keep") is not None:
+        inputs["embeds_keep"] = jnp.pad(inputs["embeds_keep"], ((0, 0), (count, 0)), constant_values=1)
+    if inputs.get("embeds_delta") is not None:
+        inputs["embeds_delta"] = jnp.pad(inputs["embeds_delta"], ((0, 0), (count, 0), (0, 0)))
     if call.method == "encode":
         finish = lambda out: trim_backbone_output(out, count)  # noqa: E731
     else:

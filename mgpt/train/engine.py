@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mgpt import parallel
 from mgpt.train import state as state_lib
-from mgpt.train.step import pmap_train_step, train_step
+from mgpt.train.step import PLAIN, pmap_train_step, train_step
 
 
 def shape_key(batch: dict) -> str:
@@ -52,13 +52,13 @@ class MeshEngine:
     """One jitted, donated program over the device mesh; layouts come from ``parallel`` (a
     :class:`~mgpt.parallel.Layout`: data parallel by default, or FSDP / tensor parallel by its rules)."""
 
-    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None):
+    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None, objective=PLAIN):
         self.mesh = mesh
         self.optimizer = optimizer
         self.layout = layout if layout is not None else parallel.Layout(mesh)
         self.step_fn = None
         step = functools.partial(train_step, model=model, task=task, optimizer=optimizer,
-                                 accumulation_steps=accumulation_steps)
+                                 accumulation_steps=accumulation_steps, objective=objective)
         self._step = TraceCounter(_in_layout(step, self.layout))
 
     def create_state(self, params: Any, seed: int) -> dict:
@@ -91,13 +91,14 @@ class MeshEngine:
 class PmapEngine:
     """Plain data parallelism with ``jax.pmap``: the state replicated, the batch split per device."""
 
-    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1):
+    def __init__(self, mesh, model, task, optimizer, accumulation_steps: int = 1, objective=PLAIN):
         if jax.process_count() > 1:
             raise ValueError("parallel.mode=pmap runs on one host; use the default mode=jit for multi-host runs")
         self.devices = list(mesh.devices.flat)
         self.optimizer = optimizer
         self._step = TraceCounter(functools.partial(pmap_train_step, model=model, task=task, optimizer=optimizer,
-                                                     accumulation_steps=accumulation_steps, axis_name="data"))
+                                                     accumulation_steps=accumulation_steps, axis_name="data",
+                                                     objective=objective))
         self.step_fn = jax.pmap(self._step, axis_name="data", donate_argnums=0, devices=self.devices)
 
     def create_state(self, params: Any, seed: int) -> dict:
@@ -140,8 +141,9 @@ class PmapEngine:
         return dict(self._step.by_shape)
 
 
-def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None):
-    """The engine for ``parallel.mode``; ``layout`` (a :class:`~mgpt.parallel.Layout`) is for mode=jit."""
+def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int = 1, layout=None, objective=PLAIN):
+    """The engine for ``parallel.mode``; ``layout`` (a :class:`~mgpt.parallel.Layout`) is for mode=jit;
+    ``objective`` (:class:`mgpt.train.step.Objective`) is what each step's gradient is."""
     engines = {"jit": MeshEngine, "pmap": PmapEngine}
     if mode not in engines:
         raise ValueError(f"parallel.mode={mode!r}: expected one of {sorted(engines)}")
@@ -149,5 +151,5 @@ def make_engine(mode: str, mesh, model, task, optimizer, accumulation_steps: int
         if layout is not None and layout.rules != parallel.ACTIVATION_RULES:
             raise ValueError(f"parallel.mode=pmap is plain data parallelism; sharding rules {layout.rules} "
                              "need parallel.mode=jit")
-        return PmapEngine(mesh, model, task, optimizer, accumulation_steps)
-    return MeshEngine(mesh, model, task, optimizer, accumulation_steps, layout)
+        return PmapEngine(mesh, model, task, optimizer, accumulation_steps, objective)
+    return MeshEngine(mesh, model, task, optimizer, accumulation_steps, layout, objective)

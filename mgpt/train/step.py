@@ -7,7 +7,8 @@ once, after micro-batches are summed, so accumulation and padding give the exact
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,27 +30,60 @@ def model_inputs(batch: dict) -> dict:
     return kwargs
 
 
-def forward(model, params: Any, batch: dict, *, deterministic: bool, rng: jax.Array | None = None) -> jax.Array:
-    """Logits of ``model`` on ``batch`` (only the inputs the batch has are passed)."""
-    kwargs = model_inputs(batch)
+def forward(model, params: Any, batch: dict, *, deterministic: bool, rng: jax.Array | None = None,
+            extra: dict | None = None) -> jax.Array:
+    """Logits of ``model`` on ``batch`` (only the inputs the batch has are passed, plus ``extra`` model inputs such
+    as ``embeds_delta``)."""
+    kwargs = dict(model_inputs(batch), **(extra or {}))
     rngs = {} if deterministic or rng is None else {"dropout": rng}
     return model.apply({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs, **kwargs)
 
 
-def loss_and_count(params: Any, batch: dict, rng: jax.Array, *, model, task) -> tuple[jax.Array, jax.Array]:
-    """``(sum, count)`` of the task loss on one (micro-)batch, dropout on.
+def loss_and_count(params: Any, batch: dict, rng: jax.Array, *, model, task,
+                   extra: dict | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(sum, count)`` of the task loss on one (micro-)batch, dropout on (``extra``: more model inputs).
 
     A task with ``loss_chunk_size`` (causal LM) gets the final hidden states and the output projection
     instead of logits, so the full ``(B, T, V)`` logits never exist.
     """
     if getattr(task, "loss_chunk_size", 0):
-        kwargs = model_inputs(batch)
+        kwargs = dict(model_inputs(batch), **(extra or {}))
         out = model.apply({"params": params}, batch["input_ids"], deterministic=False, rngs={"dropout": rng},
                           method="encode", **kwargs)
         project = lambda h: model.apply({"params": params}, h, method="project")  # noqa: E731
         return task.loss_from_hidden(out.last_hidden_state, project, batch)
-    logits = forward(model, params, batch, deterministic=False, rng=rng)
+    logits = forward(model, params, batch, deterministic=False, rng=rng, extra=extra)
     return task.loss(logits, batch)
+
+
+def plain_gradients(params: Any, batch: dict, rng: jax.Array, *, model, task, context=None):
+    """``(gradient of the loss sum, loss sum, count)`` on one micro-batch: the plain objective."""
+    def loss_sum(p):
+        s, c = loss_and_count(p, batch, rng, model=model, task=task)
+        return s, (s, c)
+
+    g, (s, c) = jax.grad(loss_sum, has_aux=True)(params)
+    return g, s, c
+
+
+def _no_context(state: dict) -> dict:
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What one micro-batch's gradient is, chosen when the run is built (:mod:`mgpt.train.objective`).
+
+    ``gradients(params, batch, rng, *, model, task, context) -> (grad_sum, loss_sum, count)``; ``context(state)``
+    gives it what it reads from the train state besides the params (e.g. SMART's anchor params).
+    """
+
+    name: str
+    gradients: Callable = plain_gradients
+    context: Callable[[dict], dict] = _no_context
+
+
+PLAIN = Objective("plain")
 
 
 def _split_micro_batches(batch: dict, k: int) -> dict:
@@ -63,16 +97,11 @@ def _split_micro_batches(batch: dict, k: int) -> dict:
     return jax.tree_util.tree_map(split, batch)
 
 
-def gradients(params: Any, batch: dict, rng: jax.Array, *, model, task, accumulation_steps: int = 1):
-    """Summed loss gradients, loss sum and count over ``accumulation_steps`` micro-batches."""
+def gradients(params: Any, batch: dict, rng: jax.Array, *, model, task, accumulation_steps: int = 1,
+              objective: Objective = PLAIN, context: dict | None = None):
+    """Summed objective gradients, loss sum and count over ``accumulation_steps`` micro-batches."""
     def micro(b, r):
-        # gradient of the loss sum; the count rides along as the auxiliary output
-        def loss_sum(p):
-            s, c = loss_and_count(p, b, r, model=model, task=task)
-            return s, (s, c)
-
-        g, (s, c) = jax.grad(loss_sum, has_aux=True)(params)
-        return g, s, c
+        return objective.gradients(params, b, r, model=model, task=task, context=context)
 
     if accumulation_steps == 1:
         return micro(batch, rng)
@@ -121,26 +150,30 @@ def apply_gradients(state: dict, grad_sum: Any, loss_sum: jax.Array, count: jax.
 
 
 def train_step(state: dict, batch: dict, *, model, task, optimizer: optax.GradientTransformation,
-               accumulation_steps: int = 1) -> tuple[dict, dict]:
+               accumulation_steps: int = 1, objective: Objective = PLAIN) -> tuple[dict, dict]:
     """One optimizer update on ``batch``; returns the new state and scalar metrics.
 
     Under ``jax.jit`` over a mesh, the sums inside are global: XLA inserts the cross-device reductions.
+    ``objective`` (:class:`Objective`) says what the micro-batch gradient is: the plain loss by default.
     """
     rng = jax.random.fold_in(state["rng"], state["step"])
     grad_sum, loss_sum, count = gradients(
-        state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps
+        state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps,
+        objective=objective, context=objective.context(state)
     )
     return apply_gradients(state, grad_sum, loss_sum, count, optimizer=optimizer)
 
 
 def pmap_train_step(state: dict, batch: dict, *, model, task, optimizer: optax.GradientTransformation,
-                    accumulation_steps: int = 1, axis_name: str = "data") -> tuple[dict, dict]:
+                    accumulation_steps: int = 1, axis_name: str = "data",
+                    objective: Objective = PLAIN) -> tuple[dict, dict]:
     """The same update under ``jax.pmap``: each device holds a slice of the batch; sums are ``psum``-ed.
 
     Dropout keys differ per device (folded with the device index), as each device sees other rows.
     """
     rng = jax.random.fold_in(jax.random.fold_in(state["rng"], state["step"]), jax.lax.axis_index(axis_name))
-    local = gradients(state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps)
+    local = gradients(state["params"], batch, rng, model=model, task=task, accumulation_steps=accumulation_steps,
+                      objective=objective, context=objective.context(state))
     grad_sum, loss_sum, count = jax.lax.psum(local, axis_name)
     return apply_gradients(state, grad_sum, loss_sum, count, optimizer=optimizer)
 

@@ -39,6 +39,7 @@ from mgpt.models.layers import (
     dropout_rates,
     gather_segments,
     layer_norm,
+    perturb_token_embeddings,
     segment_positions,
 )
 from mgpt.models.mappings import Entry, add_rows
@@ -96,7 +97,8 @@ class EncoderModule(nn.Module):
 
 class BertEmbeddings(EncoderModule):
     @nn.compact
-    def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, deterministic: bool):
+    def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, deterministic: bool,
+                 perturb=None):
         arch = self.arch
         init = nn.initializers.normal(arch.initializer_range)
 
@@ -109,6 +111,8 @@ class BertEmbeddings(EncoderModule):
         else:
             word.embedding  # noqa: B018 -- still create the table so the param tree is the same either way
         x = inputs_embeds.astype(self.dtype)
+        if perturb is not None:
+            x = perturb(x)
         if arch.type_vocab_size:  # DistilBERT has no token types
             x = x + embed(arch.type_vocab_size, "token_type_embeddings")(token_type_ids)
         x = x + embed(arch.max_positions, "position_embeddings")(position_ids)
@@ -248,7 +252,8 @@ class BertBackbone(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros((batch, length), jnp.int32)
         x = BertEmbeddings(arch, self.dtype, name="embeddings")(
-            input_ids, token_type_ids, position_ids, inputs.inputs_embeds, inputs.deterministic
+            input_ids, token_type_ids, position_ids, inputs.inputs_embeds, inputs.deterministic,
+            lambda x: perturb_token_embeddings(x, inputs),
         )
         x, all_hidden = BertEncoder(arch, self.dtype, self.remat, self.attention_impl, name="encoder")(
             constrain_hidden(x), inputs.attention_mask, inputs.deterministic, inputs.prefix_key_values,

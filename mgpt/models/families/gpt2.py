@@ -34,6 +34,7 @@ from mgpt.models.layers import (
     dense,
     dropout_rates,
     layer_norm,
+    perturb_token_embeddings,
     pre_norm_residual,
     run_decoder_layers,
     segment_positions,
@@ -149,7 +150,7 @@ class GPT2Backbone(DecoderBackbone):
         arch = self.arch
         check_inputs(inputs, "GPT-2", arch.num_layers)
         x = inputs.inputs_embeds
-        x = self.wte(inputs.input_ids) if x is None else x.astype(self.dtype)
+        x = perturb_token_embeddings(self.wte(inputs.input_ids) if x is None else x.astype(self.dtype), inputs)
         position_ids = inputs.position_ids
         if position_ids is None:
             if x.shape[1] > arch.max_positions:  # jnp indexing would silently clamp

@@ -41,6 +41,7 @@ from mgpt.models.layers import (
     default_positions,
     dense,
     dropout_rates,
+    perturb_token_embeddings,
     pre_norm_residual,
     rope_cos_sin,
     rope_inv_freq,
@@ -196,6 +197,7 @@ class LlamaBackbone(DecoderBackbone):
                 x = x * jnp.asarray(arch.hidden_size**0.5, self.dtype)
         else:
             x = inputs.inputs_embeds.astype(self.dtype)
+        x = perturb_token_embeddings(x, inputs)
         batch, length = x.shape[:2]
         position_ids = inputs.position_ids
         if position_ids is None and inputs.num_segments:

@@ -26,6 +26,7 @@ from mgpt.models.layers.blocks import (
     LayerModule,
     attention_block,
     check_inputs,
+    perturb_token_embeddings,
     pre_norm_residual,
     run_decoder_layers,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "dense",
     "dropout_rates",
     "layer_norm",
+    "perturb_token_embeddings",
     "pre_norm_residual",
     "gather_segments",
     "segment_positions",

@@ -25,6 +25,10 @@ class BackboneInputs(NamedTuple):
     ``num_segments``: packed rows (see :mod:`mgpt.models.layers.segments`): ``attention_mask`` holds segment ids
     1..``num_segments``, positions restart with each segment when ``position_ids`` is None, and sequence-level
     heads return one output per segment, ``(B, num_segments, ...)``; 0 = one example per row.
+    ``embeds_keep`` ``(B, T)`` and ``embeds_delta`` ``(B, T, E)`` change the token embeddings (looked up, or
+    ``inputs_embeds``) before positions and token types are added: ``x * keep + delta`` (see
+    :func:`perturb_token_embeddings`); adversarial training and cutoff (:mod:`mgpt.robust`) use them, so
+    positions still come from ``input_ids`` as without them.
     """
 
     input_ids: Any = None
@@ -37,6 +41,17 @@ class BackboneInputs(NamedTuple):
     return_hidden_states: bool = False
     cache: Any = None
     num_segments: int = 0
+    embeds_keep: Any = None
+    embeds_delta: Any = None
+
+
+def perturb_token_embeddings(x, inputs: BackboneInputs):
+    """``x * embeds_keep + embeds_delta`` in ``x``'s dtype (each part only when given)."""
+    if inputs.embeds_keep is not None:
+        x = x * inputs.embeds_keep[..., None].astype(x.dtype)
+    if inputs.embeds_delta is not None:
+        x = x + inputs.embeds_delta.astype(x.dtype)
+    return x
 
 
 class BackboneOutput(NamedTuple):
