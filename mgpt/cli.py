@@ -315,14 +315,20 @@ def _run(args, config) -> int:
             run = setup.build_run(config)
             params, where = run.params, f"pretrained {config.model.name_or_path}"
         if args.split not in run.data.splits:
-            print(f"mgpt: split {args.split!r} has no file in the config (have: {sorted(run.data.splits)})",
+            have = sorted(s for s in run.data.splits if "@" not in s)  # not the perturbed copies
+            print(f"mgpt: split {args.split!r} has no file in the config (have: {have})",
                   file=sys.stderr)
             return 2
-        report, scalars = evaluation.evaluate_split(run, params, args.split)
+        # with train.eval_perturbations, also the perturbed copies: <split>@<op>:<rate>/<metric> and its _drop
+        report, scalars = evaluation.evaluate_with_perturbations(run, params, args.split)
         report["params"] = where
         output = args.output or _eval_output(config, args.checkpoint, args.split, where)
         evaluation.write_json(output, report)
-        print(f"{args.split}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+        clean = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith(f"{args.split}/")}
+        print(f"{args.split}: " + ", ".join(f"{k}={v:.4f}" for k, v in clean.items()))
+        for name in sorted({k.split("/", 1)[0] for k in scalars} - {args.split}):
+            print(f"{name}: " + ", ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in scalars.items()
+                                          if k.startswith(f"{name}/")))
         print(f"report written to {output}")
         return 0
     if args.command == "generate":

@@ -37,20 +37,32 @@ def example_weights(batch) -> Optional[jnp.ndarray]:
     return segments if weights is None else jnp.asarray(weights, jnp.float32)[:, None] * segments
 
 
-def softmax_cross_entropy(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Cross-entropy of integer ``labels`` (B,) or (B, T) under ``logits`` (..., C)."""
+def softmax_cross_entropy(logits, labels, weights=None,
+                          label_smoothing: float = 0.0) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Cross-entropy of integer ``labels`` (B,) or (B, T) under ``logits`` (..., C).
+
+    ``label_smoothing`` > 0 scores against ``optax.smooth_labels(one_hot(labels, C), label_smoothing)``
+    instead of the one-hot target; 0 is the plain integer-label cross-entropy, computed as before.
+    """
     labels = jnp.asarray(labels)
     valid = labels != IGNORE_INDEX
     safe = jnp.where(valid, labels, 0)  # -100 would index out of range
-    per_item = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits, jnp.float32), safe)
+    logits = jnp.asarray(logits, jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(safe, logits.shape[-1], dtype=jnp.float32), label_smoothing)
+        per_item = optax.softmax_cross_entropy(logits, targets)
+    else:
+        per_item = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
     w = _row_weights(weights, labels.shape) * valid.astype(jnp.float32)
     # where(), not a product alone: 0 * inf from an ignored row would be nan.
     return jnp.sum(jnp.where(w > 0, per_item * w, 0.0)), jnp.sum(w)
 
 
-def token_cross_entropy(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Per-token cross-entropy: ``logits`` (B, T, C), ``labels`` (B, T) with -100 ignored."""
-    return softmax_cross_entropy(logits, labels, weights)
+def token_cross_entropy(logits, labels, weights=None,
+                        label_smoothing: float = 0.0) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Per-token cross-entropy: ``logits`` (B, T, C), ``labels`` (B, T) with -100 ignored (``label_smoothing``: see
+    :func:`softmax_cross_entropy`)."""
+    return softmax_cross_entropy(logits, labels, weights, label_smoothing)
 
 
 def causal_lm_loss(logits, labels, weights=None) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -92,6 +92,9 @@ CASES = {
     "wnut17_minilm.py": _wnut17,
     "wnut17_packed.py": _wnut17,
     "banking77_packed.py": _banking,
+    "banking77_adversarial.py": _banking,
+    "banking77_regularized.py": _banking,
+    "banking77_augment.py": _banking,
 }
 
 

@@ -19,7 +19,7 @@ from mgpt.train import objective as objective_lib
 from mgpt.train import state as state_lib
 from mgpt.train.step import PLAIN, forward, gradients, loss_and_count, train_step
 
-from fixtures_tiny import tiny_bert
+from fixtures_tiny import tiny_bert, tiny_gpt2
 
 EPS = 1e-6
 
@@ -421,7 +421,6 @@ def _torch_reference(exported, batches, method, lr, epsilon, alpha):
 
 @pytest.mark.parametrize("method", ["fgm", "rdrop"])
 def test_three_updates_match_a_pytorch_implementation(tmp_path, method):
-    import torch  # noqa: F401 -- the reference
     from transformers import AutoModelForSequenceClassification
 
     base = tiny_bert(tmp_path / "bert")
@@ -487,3 +486,44 @@ def test_adversarial_step_in_a_training_run_with_accumulation_and_pmap(tmp_path)
     assert _max_diff(results[0][0], results[1][0]) < 1e-5
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
 
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt"])
+def test_adversarial_steps_under_peft(tmp_path, method):
+    """FGM on a PEFT model: epsilon 0 is the plain PEFT step; prompt tuning's virtual tokens are never perturbed
+    (the perturbation covers the real tokens only, the prompt is padded in front)."""
+    from mgpt import peft as peft_lib
+    from mgpt.config import PeftConfig
+
+    base = tiny_gpt2(tmp_path / "gpt2")
+    model, params, spec, _ = mgpt.load_pretrained(base, task="sequence_classification", num_labels=3, dropout=0.0)
+    model, params = peft_lib.wrap(model, params, spec, PeftConfig(method=method, num_virtual_tokens=3),
+                                  jax.random.PRNGKey(0))
+    task = get_task("sequence_classification")
+    batch = _batch()
+    batch["input_ids"][batch["attention_mask"] == 0] = 0
+    plain = _grads(PLAIN, model, params, batch)
+    zero = _grads(objective_lib.build_objective(_config(adversarial="fgm", epsilon=0.0), task), model, params, batch)
+    assert _max_diff(plain[0], zero[0]) < EPS
+    real = _grads(objective_lib.build_objective(_config(adversarial="fgm", epsilon=1.0), task), model, params, batch)
+    assert _max_diff(plain[0]["peft"], real[0]["peft"]) > 1e-5
+
+
+def test_cutoff_from_data_augment_trains_on_the_cut_view(bert):
+    """``data.augment=("token_cutoff:0.3",)`` without consistency: the gradient is the cut-off view's."""
+    from mgpt.config import DataConfig
+
+    _, model, params, _, _ = bert
+    batch, rng = _batch(), jax.random.PRNGKey(7)
+    task = get_task("sequence_classification")
+    config = ExperimentConfig(data=DataConfig(augment=("token_cutoff:0.3",)))
+    objective = objective_lib.build_objective(config, task)
+    assert objective.name == "token_cutoff"
+    grads, _, _ = _grads(objective, model, params, batch, rng=rng)
+    keep = pert.token_cutoff_keep(jax.random.fold_in(rng, objective_lib._CUTOFF_SALT), pert.token_groups(batch), 0.3)
+    assert 0 < float(jnp.sum(1 - keep))  # some real tokens are cut
+
+    def by_hand(p):
+        return loss_and_count(p, batch, rng, model=model, task=task, extra={"embeds_keep": keep})[0]
+
+    assert _max_diff(grads, jax.grad(by_hand)(params)) < 1e-6

@@ -11,12 +11,13 @@ With ``buckets`` (a ladder of lengths, see mgpt.data.lengths) the token-axis arr
 are cut to the smallest bucket that holds the batch's longest row: shapes follow the data, and only
 one program per bucket compiles. ``group_by_length`` sorts each window of ``group_window`` batches by
 length (less padding still); evaluation batches go longest first (``eval_order``), and callers put
-the predictions back in file order.
+the predictions back in file order. :class:`AugmentedBatches` makes each step's rows afresh (training-time
+augmentation) while keeping the order, the padding and the bucket cut of these batches.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -88,6 +89,11 @@ class Batches:
         With ``process_count`` > 1 only this process's contiguous slice of the padded batch is
         gathered: each host of a multi-host run reads just its own rows.
         """
+        return self._gather(self.arrays, self.lengths, indices, process_index, process_count)
+
+    def _gather(self, arrays: Mapping[str, np.ndarray], lengths: np.ndarray | None, indices: np.ndarray,
+                process_index: int, process_count: int) -> dict[str, np.ndarray]:
+        """:meth:`take` over ``arrays`` whose rows need ``lengths`` tokens (None: no bucket cut)."""
         indices = np.asarray(indices, dtype=np.int64)
         real = len(indices)
         missing = self.batch_size - real
@@ -97,8 +103,8 @@ class Batches:
         per_process = self.batch_size // process_count
         lo = process_index * per_process
         rows = slice(lo, lo + per_process)
-        batch = {key: value[padded[rows]] for key, value in self.arrays.items()}
-        width = self.width(padded)  # from the global batch: every process cuts to the same length
+        batch = {key: value[padded[rows]] for key, value in arrays.items()}
+        width = _bucket_width(lengths, padded, self.buckets)  # from the global batch: every process cuts alike
         if width is not None:
             for key in self.token_keys:
                 batch[key] = batch[key][:, :width]
@@ -116,9 +122,15 @@ class Batches:
 
     def width(self, indices: np.ndarray) -> int | None:
         """The bucket length the rows ``indices`` are cut to; None without buckets (full length)."""
-        if not self.buckets or self.lengths is None:
-            return None
-        return lengths_lib.bucket_for(int(self.lengths[np.asarray(indices)].max()), self.buckets)
+        return _bucket_width(self.lengths, indices, self.buckets)
+
+    def indices_at(self, step: int) -> np.ndarray:
+        """The example indices (rows of the arrays) of global training step ``step``, before padding."""
+        if step < 0:
+            raise ValueError(f"step must be non-negative, got {step}")
+        epoch, within = divmod(int(step), self.steps_per_epoch)
+        start = within * self.batch_size
+        return self.order(epoch)[start : start + self.batch_size]
 
     def batch_at(self, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
         """The batch of global training step ``step`` (any non-negative int, across epochs).
@@ -126,11 +138,7 @@ class Batches:
         In a multi-host run, pass ``jax.process_index()`` and ``jax.process_count()`` to get only
         this process's rows of that global batch.
         """
-        if step < 0:
-            raise ValueError(f"step must be non-negative, got {step}")
-        epoch, within = divmod(int(step), self.steps_per_epoch)
-        start = within * self.batch_size
-        return self.take(self.order(epoch)[start : start + self.batch_size], process_index, process_count)
+        return self.take(self.indices_at(step), process_index, process_count)
 
     def eval_order(self) -> np.ndarray:
         """The order :meth:`eval_batches` visits examples in: file order, or longest first with buckets
@@ -144,3 +152,46 @@ class Batches:
         order = self.eval_order()
         for start in range(0, self.num_examples, self.batch_size):
             yield self.take(order[start:start + self.batch_size], process_index, process_count)
+
+
+class AugmentedBatches(Batches):
+    """Training batches whose rows are made afresh at each step (on-the-fly augmentation, mgpt.data.augmented).
+
+    ``rows_at(indices, step)`` returns arrays for the examples ``indices`` as step ``step`` sees them
+    (e.g. augmented, then re-encoded): the same keys and row width as ``arrays`` (a subset of its keys; the
+    others, such as ``example_weight``, are taken as they are). It must be a pure function of its arguments,
+    so the batch of a step stays a pure function of ``(seed, step)`` and a resumed run sees the same batches.
+    The order (and length grouping) comes from the original ``arrays``; the bucket length from the rows as
+    made. Every process makes the whole global batch and keeps its slice, so all cut to the same length.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int, seed: int = 0, *,
+                 rows_at: Callable[[np.ndarray, int], Mapping[str, np.ndarray]], **kwargs):
+        super().__init__(arrays, batch_size, seed, **kwargs)
+        self.rows_at = rows_at
+
+    def batch_at(self, step: int, process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+        indices = self.indices_at(step)
+        fresh = self.rows_at(indices, int(step))
+        arrays = {}
+        for key, value in self.arrays.items():
+            if key not in fresh:
+                arrays[key] = value[indices]
+                continue
+            made = np.asarray(fresh[key])
+            if made.shape[1:] != value.shape[1:] or len(made) != len(indices):
+                raise DataError(f"augmented rows of {key!r} have shape {made.shape}; expected "
+                                f"{(len(indices),) + value.shape[1:]}")
+            arrays[key] = made.astype(value.dtype, copy=False)
+        unknown = sorted(set(fresh) - set(self.arrays))
+        if unknown:
+            raise DataError(f"augmented rows have arrays {unknown} the split's batches do not have")
+        lengths = lengths_lib.row_lengths(arrays["attention_mask"]) if self.lengths is not None else None
+        return self._gather(arrays, lengths, np.arange(len(indices)), process_index, process_count)
+
+
+def _bucket_width(lengths: np.ndarray | None, indices: np.ndarray, buckets) -> int | None:
+    """The bucket length rows ``indices`` (of rows needing ``lengths`` tokens) are cut to; None: full length."""
+    if not buckets or lengths is None:
+        return None
+    return lengths_lib.bucket_for(int(lengths[np.asarray(indices)].max()), buckets)

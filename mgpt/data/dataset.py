@@ -54,6 +54,8 @@ class DatasetBundle:
     A packed train split also has ``segment_ids`` (causal LM: ``position_ids``; sequence-level tasks: per-segment
     labels and ``segment_weight``; see mgpt.data.packing).
     Chat data (mgpt.data.chat) gives ``prompt_ids[name]``: each example's rendered generation prompt.
+    ``perturbed[name]`` maps a robustness-evaluation spec (``"char:0.05"``, ``train.eval_perturbations``) to the
+    split holding the perturbed copy of split ``name`` (``"name@char:0.05"``, added by :func:`add_split`).
     """
 
     label_kind: str
@@ -68,6 +70,7 @@ class DatasetBundle:
     word_offset: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     prompt_ids: dict[str, list[list[int]]] = dataclasses.field(default_factory=dict)
     cleaning: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    perturbed: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -177,11 +180,25 @@ def build_datasets(data_cfg, task: EncodingTask, tokenizer) -> DatasetBundle:
                            files=files, cleaning=counts)
     for split, split_examples in examples.items():
         where = f"{split} ({files[split]})"
-        encoded = task.encode(split_examples, tokenizer, data_cfg, label_to_id, split=split, where=where)
-        bundle.splits[split] = encoded.arrays
-        bundle.num_truncated[split] = encoded.num_truncated
-        for name in _EXTRAS:
-            if getattr(encoded, name) is not None:
-                getattr(bundle, name)[split] = getattr(encoded, name)
+        _store(bundle, split, task.encode(split_examples, tokenizer, data_cfg, label_to_id, split=split, where=where))
         logger.info("%s: %d examples", where, len(split_examples))
     return bundle
+
+
+def add_split(bundle: DatasetBundle, name: str, examples: list[dict], task: EncodingTask, tokenizer, data_cfg,
+              source: str) -> None:
+    """Encode ``examples`` (derived from split ``source``, e.g. a perturbed copy) as split ``name`` of ``bundle``,
+    exactly as :func:`build_datasets` encodes a split read from a file (word indices and windows included)."""
+    label_to_id = {label: i for i, label in enumerate(bundle.label_names)}
+    where = f"{name} (from {bundle.files.get(source, source)})"
+    _store(bundle, name, task.encode(examples, tokenizer, data_cfg, label_to_id, split=name, where=where))
+    bundle.examples[name] = examples
+    bundle.files[name] = bundle.files.get(source, source)
+
+
+def _store(bundle: DatasetBundle, split: str, encoded: Encoded) -> None:
+    bundle.splits[split] = encoded.arrays
+    bundle.num_truncated[split] = encoded.num_truncated
+    for name in _EXTRAS:
+        if getattr(encoded, name) is not None:
+            getattr(bundle, name)[split] = getattr(encoded, name)

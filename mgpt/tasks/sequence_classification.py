@@ -23,6 +23,11 @@ class SequenceClassification:
     default_mode = "max"
     label_kind = LABEL_STRING  # one class per example (mgpt.data.labels)
 
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)  # task.label_smoothing: 0 is the plain cross-entropy
+
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Token arrays of one split plus int32 label ids (-100 where an example has no label)."""
         encoded = encode_texts(examples, tokenizer, data_cfg.max_length, where=where)
@@ -30,8 +35,10 @@ class SequenceClassification:
         return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=False)
 
     def loss(self, logits, batch):
-        """(sum, count) of cross-entropy over real rows; logits (B, C), labels int32 (B,)."""
-        return losses.softmax_cross_entropy(logits, batch["labels"], losses.example_weights(batch))
+        """(sum, count) of cross-entropy (against smoothed labels with ``label_smoothing``) over real rows;
+        logits (B, C), labels int32 (B,)."""
+        return losses.softmax_cross_entropy(logits, batch["labels"], losses.example_weights(batch),
+                                            self.label_smoothing)
 
     def predict(self, logits, batch):
         """Arg-max label ids (B,)."""

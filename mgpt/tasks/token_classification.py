@@ -56,6 +56,11 @@ class TokenClassification:
     default_mode = "max"
     label_kind = LABEL_TAGS  # one IOB2 tag per word (mgpt.data.labels)
 
+    def __init__(self, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"task.label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)  # task.label_smoothing: 0 is the plain cross-entropy
+
     def encode(self, examples, tokenizer, data_cfg, label_to_id, *, split, where):
         """Sub-word arrays of one split with each word's tag on its first sub-word (or on every
         sub-word with ``data.label_all_subwords``); with ``data.stride`` > 0 one row per window; with
@@ -69,8 +74,9 @@ class TokenClassification:
         return pack_train_split(encoded, data_cfg, tokenizer, split=split, where=where, per_token_labels=True)
 
     def loss(self, logits, batch):
-        """(sum, count) of per-token cross-entropy; logits (B, T, C), labels (B, T), -100 ignored."""
-        return losses.token_cross_entropy(logits, batch["labels"], batch.get("example_weight"))
+        """(sum, count) of per-token cross-entropy (against smoothed labels with ``label_smoothing``); logits
+        (B, T, C), labels (B, T), -100 ignored."""
+        return losses.token_cross_entropy(logits, batch["labels"], batch.get("example_weight"), self.label_smoothing)
 
     def predict(self, logits, batch):
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -73,6 +73,31 @@ def evaluate_split(run, params: Any, split: str) -> tuple[dict, dict[str, float]
     return report, scalars
 
 
+def evaluate_with_perturbations(run, params: Any, split: str) -> tuple[dict, dict[str, float]]:
+    """:func:`evaluate_split` of ``split`` and of its perturbed copies (``train.eval_perturbations``, built by
+    :func:`mgpt.data.augmented.add_perturbed_splits`); returns the report and the scalars by full name.
+
+    Scalars: ``<split>/<metric>`` as ever, plus for each copy ``<split>@<op>:<rate>/<metric>`` and
+    ``<split>@<op>:<rate>/<metric>_drop`` (clean minus perturbed). The report is the clean one with those
+    perturbed scalars added and each copy's full report under ``"perturbations"``, keyed by its spec.
+    """
+    report, scalars = evaluate_split(run, params, split)
+    headline = {f"{split}/{metric}": value for metric, value in scalars.items()}
+    copies = getattr(run.data, "perturbed", {}).get(split, {})
+    if not copies:
+        return report, headline
+    report["perturbations"] = {}
+    for spec, name in copies.items():
+        perturbed_report, perturbed = evaluate_split(run, params, name)
+        for metric, value in perturbed.items():
+            headline[f"{name}/{metric}"] = value
+            if metric in scalars:
+                perturbed_report[f"{metric}_drop"] = headline[f"{name}/{metric}_drop"] = scalars[metric] - value
+        report["perturbations"][spec] = perturbed_report
+    report.update({key: value for key, value in headline.items() if "@" in key})
+    return report, headline
+
+
 def write_report(workdir: str, split: str, report: dict) -> str:
     """Write ``eval_<split>.json`` into ``workdir``."""
     return write_json(os.path.join(workdir, f"eval_{split}.json"), report)

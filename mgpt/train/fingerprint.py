@@ -7,10 +7,12 @@ parts, and a resume whose fingerprint differs stops at start-up naming what diff
 
 - ``model``: the checkpoint it starts from, the architecture, the task head and PEFT settings, and a digest
   of the initial weights (so a different model with the same shapes is caught too);
-- ``data``: a SHA-256 of each data file (or the TFDS name and splits) and what orders and shapes batches;
+- ``data``: a SHA-256 of each data file (or the TFDS name and splits) and what orders, shapes and augments
+  batches;
 - ``labels``: the label names in id order;
 - ``batch_size``: examples per step and gradient accumulation (they move every later data position);
-- ``schedule``: epochs, steps and the optimizer with its learning-rate schedule.
+- ``schedule``: epochs, steps and the optimizer with its learning-rate schedule (and the robust objective and
+  label smoothing, when set).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mgpt import config as config_lib
 from mgpt.train.errors import ResumeError
 
 PARTS = ("model", "data", "labels", "batch_size", "schedule")
@@ -71,15 +74,24 @@ def run_fingerprint(config, label_names, params: Any, data_files: dict[str, str]
     data, train, model = config.data, config.train, config.model
     sources = ({split: file_digest(path) for split, path in sorted(data_files.items())} if data.format != "tfds"
                else {"tfds": data.tfds_name, "splits": dict(data.tfds_splits)})
+    # Training-time augmentation and the robust objective change the trajectory too; recorded only when set, so
+    # checkpoints written before they existed still resume.
+    augmentation = {key: getattr(data, key) for key in ("augment", "synonyms_file") if getattr(data, key)}
+    objective = {}
+    if config.robust != config_lib.RobustConfig():
+        objective["robust"] = dataclasses.asdict(config.robust)
+    if config.task.label_smoothing:
+        objective["label_smoothing"] = config.task.label_smoothing
     return _plain({
         "model": {"name_or_path": model.name_or_path, "task": config.task.kind, "dtype": model.dtype,
                   "peft": dataclasses.asdict(config.peft), "weights": weights_digest(params)},
-        "data": {"files": sources, "seed": train.seed, **{key: getattr(data, key) for key in _DATA_SHAPING}},
+        "data": {"files": sources, "seed": train.seed, **{key: getattr(data, key) for key in _DATA_SHAPING},
+                 **augmentation},
         "labels": list(label_names),
         "batch_size": {"batch_size": train.batch_size,
                        "accumulation_steps": config.optimizer.accumulation_steps},
         "schedule": {"num_epochs": train.num_epochs, "max_steps": train.max_steps,
-                     "optimizer": dataclasses.asdict(config.optimizer)},
+                     "optimizer": dataclasses.asdict(config.optimizer), **objective},
     })
 
 

@@ -22,6 +22,7 @@ from mgpt.train import checkpoint as checkpoint_lib
 from mgpt.train import engine as engine_lib
 from mgpt.train import compile_clock, evaluation, reporting, setup
 from mgpt.train import fingerprint as fingerprint_lib
+from mgpt.train import objective as objective_lib
 from mgpt.train import preemption
 from mgpt.train import workdir as workdir_lib
 from mgpt.train.errors import Interrupted, NonFiniteError
@@ -87,10 +88,12 @@ class _Loop:
         self.steps = setup.total_steps(config, self.batches.steps_per_epoch)
         self.eval_every = tc.eval_every or self.batches.steps_per_epoch
         optimizer = optim.make_optimizer(config.optimizer, self.steps, run.params, trainable_mask=run.trainable)
+        objective = objective_lib.build_objective(config, run.task)
+        optimizer = objective_lib.wrap_optimizer(config, optimizer)
         log.info("parameters: %d total, %d trainable", optim.count_parameters(run.params),
                  optim.count_parameters(run.params, run.trainable))
         self.engine = engine_lib.make_engine(config.parallel.mode, run.mesh, run.model, run.task, optimizer,
-                                             config.optimizer.accumulation_steps, run.layout)
+                                             config.optimizer.accumulation_steps, run.layout, objective)
         self.state = self.engine.create_state(run.params, tc.seed)
         self.checkpoints = None
         if config.checkpoint.enabled:
@@ -136,8 +139,17 @@ class _Loop:
             log.warning("resuming with changed %s, as train.allow_resume_changes allows", ", ".join(changed))
         self.state = self.engine.from_checkpoint(restored)
         self.meta = self.checkpoints.reconcile_best(self.start, dict(meta, fingerprint=fingerprint),
-                                                    self.engine.params(self.state))
+                                                    self._eval_params())
         log.info("resumed from %s", where)
+
+    def _eval_params(self) -> Any:
+        """The params evaluation, the best checkpoint and the final reports use: the weight average the optimizer
+        keeps (optimizer.ema_decay > 0 with train.eval_ema), else the live params."""
+        config = self.run_.config
+        if config.optimizer.ema_decay > 0 and config.train.eval_ema:
+            ema = optim.ema_params(self.state["opt_state"], self.state["params"])
+            return self.engine.params({"params": ema})  # what the engine strips from params (pmap: the device axis)
+        return self.engine.params(self.state)
 
     def run(self, stop_after: int | None, stop: preemption.StopRequest | None = None) -> bool:
         """Train to the end (True) or until ``stop_after`` / early stopping ends it (True / False)."""
@@ -256,11 +268,12 @@ class _Loop:
     def _evaluate(self, done: int) -> bool:
         """Evaluate, keep the best params; True when early stopping says stop."""
         headline = {}
-        params = self.engine.params(self.state)
+        params = self._eval_params()
         for split in self.tc.eval_splits:
             if split in self.run_.data.splits:
-                _, scalars = evaluation.evaluate_split(self.run_, params, split)
-                headline.update({f"{split}/{k}": v for k, v in scalars.items()})
+                # <split>/<metric>, and <split>@<op>:<rate>/<metric>(_drop) with train.eval_perturbations
+                _, scalars = evaluation.evaluate_with_perturbations(self.run_, params, split)
+                headline.update(scalars)
         if headline:
             self.writer.write("eval", done, headline)
         value = headline.get(self.metric_name)
@@ -287,7 +300,7 @@ class _Loop:
     def finish(self) -> dict:
         """Evaluate the best (or last) params on the final splits and write the reports and curves."""
         run, step = self.run_, self.last_step
-        params = self.engine.params(self.state)
+        params = self._eval_params()
         final_from = "last"
         if self.checkpoints is not None and self.meta["best_step"] is not None and run.config.checkpoint.keep_best:
             params, _, _ = checkpoint_lib.restore_params(os.path.join(self.workdir, checkpoint_lib.BEST_DIR),
@@ -298,11 +311,11 @@ class _Loop:
         reports = {}
         for split in self.tc.final_eval_splits:
             if split in run.data.splits:
-                report, scalars = evaluation.evaluate_split(run, params, split)
+                report, scalars = evaluation.evaluate_with_perturbations(run, params, split)
                 report["params"] = final_from
                 if jax.process_index() == 0:
                     evaluation.write_report(self.workdir, split, report)
-                writer.write("final", step, {f"{split}/{k}": v for k, v in scalars.items()})
+                writer.write("final", step, scalars)
                 reports[split] = report
         # Guardrail: each batch shape (one per bucket length) must have compiled exactly once.
         train_shapes, eval_shapes = self.engine.compilations_by_shape(), run.eval_traces.by_shape

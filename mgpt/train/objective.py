@@ -18,20 +18,12 @@ import optax
 
 from mgpt import config as config_lib
 from mgpt.config import ConfigError
+from mgpt.data.augment import embedding_ops
 from mgpt.robust import adversarial, anchor, consistency, divergence
 from mgpt.robust import perturbation as pert
 from mgpt.train.step import PLAIN, Objective, forward, loss_and_count
 
 _PERTURB_SALT, _CUTOFF_SALT = 0x5AFE, 0xC0FF
-
-
-def embedding_ops(specs) -> dict:
-    """The embedding ops of ``data.augment`` (TEMPORARY until mgpt.data.augment lands)."""
-    try:
-        from mgpt.data.augment import embedding_ops as parse
-    except ImportError:
-        return {}
-    return parse(specs)
 
 
 def _extra(delta, keep) -> dict:

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -21,6 +22,7 @@ log = logging.getLogger("mgpt")
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "training_curves.png"
+_TAG_REFUSED = re.compile(r"[^-/\w.]")  # TensorBoard tags hold word characters, '-', '/' and '.'
 
 
 class MetricsLogError(CheckpointError):
@@ -85,13 +87,19 @@ class MetricsWriter:
             f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
         for key, value in clean.items():
             if isinstance(value, float):
-                self.tb.add_scalar(f"{kind}/{key}", value, step)
+                self.tb.add_scalar(tensorboard_tag(kind, key), value, step)
         self.tb.flush()
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer."""
         if self.enabled:
             self.tb.close()
+
+
+def tensorboard_tag(kind: str, key: str) -> str:
+    """The TensorBoard tag of metric ``key``: ``<kind>/<key>`` with what TensorBoard refuses in a tag (the ``@``
+    and ``:`` of a perturbed split, ``validation@char:0.05/accuracy``) written as ``_``."""
+    return _TAG_REFUSED.sub("_", f"{kind}/{key}")
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -178,7 +186,11 @@ def _move_aside(path: str) -> None:
 
 
 def plot_curves(workdir: str) -> str:
-    """Training loss and every evaluation scalar against step, saved as a PNG; returns its path."""
+    """Training loss and every evaluation scalar against step, saved as a PNG; returns its path.
+
+    Losses (train and evaluated) share the first panel and the other evaluation metrics the second, clean and
+    perturbed (``train.eval_perturbations``) alike; a third panel shows the drops (``..._drop``) when there are any.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,20 +200,22 @@ def plot_curves(workdir: str) -> str:
     train = [(e["step"], e["loss"]) for e in events if e["kind"] == "train" and "loss" in e]
     evals = [e for e in events if e["kind"] == "eval"]
     eval_keys = sorted({k for e in evals for k, v in e.items() if k not in ("kind", "step") and isinstance(v, float)})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    drops = [k for k in eval_keys if k.endswith("_drop")]
+    losses = [k for k in eval_keys if k.endswith("loss")]
+    others = [k for k in eval_keys if k not in drops and k not in losses]
+    fig, axes = plt.subplots(1, 3 if drops else 2, figsize=(16 if drops else 11, 4))
     if train:
         axes[0].plot(*zip(*train), label="train loss")
-    for key in [k for k in eval_keys if k.endswith("loss")]:
-        axes[0].plot([e["step"] for e in evals if key in e], [e[key] for e in evals if key in e], "o-", label=key)
-    axes[0].set_xlabel("step")
-    axes[0].set_title("loss")
-    axes[0].legend()
-    for key in [k for k in eval_keys if not k.endswith("loss")]:
-        axes[1].plot([e["step"] for e in evals if key in e], [e[key] for e in evals if key in e], "o-", label=key)
-    axes[1].set_xlabel("step")
-    axes[1].set_title("evaluation")
-    if any(not k.endswith("loss") for k in eval_keys):
-        axes[1].legend()
+    panels = ((axes[0], losses, "loss"), (axes[1], others, "evaluation"))
+    if drops:
+        panels += ((axes[2], drops, "drop under perturbation (clean - perturbed)"),)
+    for axis, keys, title in panels:
+        for key in keys:
+            axis.plot([e["step"] for e in evals if key in e], [e[key] for e in evals if key in e], "o-", label=key)
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        if keys or (axis is axes[0] and train):
+            axis.legend(fontsize="small" if len(keys) > 6 else None)
     fig.tight_layout()
     path = os.path.join(workdir, CURVES_FILE)
     fig.savefig(path, dpi=100)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Any
 
 import jax
@@ -16,8 +17,8 @@ import jax
 from mgpt import config as config_lib
 from mgpt import optim, parallel
 from mgpt import peft as peft_lib
-from mgpt.data import Batches, build_datasets, lengths
-from mgpt.data.batching import TOKEN_KEYS
+from mgpt.data import Batches, augmented, build_datasets, lengths
+from mgpt.data.batching import TOKEN_KEYS, AugmentedBatches
 from mgpt.data.labels import LABEL_NONE, LABEL_TAGS
 from mgpt.models import build_model, load_pretrained
 from mgpt.models.hf import load_tokenizer, pretrained_spec
@@ -55,9 +56,18 @@ class Run:
         if data_cfg.padding == "buckets":
             buckets = lengths.bucket_ladder(data_cfg.max_length, data_cfg.bucket_lengths)
         token_keys = TOKEN_KEYS + (("labels",) if self.data.label_kind in TOKEN_LABELS else ())
-        return Batches(self.data.splits[split], batch_size, self.config.train.seed, shuffle=shuffle, buckets=buckets,
-                       token_keys=token_keys, group_by_length=shuffle and data_cfg.group_by_length,
-                       group_window=data_cfg.group_window)
+        kwargs = dict(shuffle=shuffle, buckets=buckets, token_keys=token_keys,
+                      group_by_length=shuffle and data_cfg.group_by_length, group_window=data_cfg.group_window)
+        if split == "train" and shuffle and self.augmenter is not None:  # data.augment: rows made afresh each step
+            return AugmentedBatches(self.data.splits[split], batch_size, self.config.train.seed,
+                                    rows_at=self.augmenter, **kwargs)
+        return Batches(self.data.splits[split], batch_size, self.config.train.seed, **kwargs)
+
+    @functools.cached_property
+    def augmenter(self) -> augmented.Augmenter | None:
+        """Training-time augmentation (``data.augment``'s text and token ops), or None without any."""
+        return augmented.train_augmenter(self.config.data, self.config.train.seed, self.task, self.tokenizer,
+                                       self.data)
 
     @functools.cached_property
     def eval_traces(self) -> TraceCounter:
@@ -72,11 +82,14 @@ class Run:
 
 def build_run(config: config_lib.ExperimentConfig) -> Run:
     """Load the checkpoint, the data and the task; make the mesh and the layout on it."""
-    task = get_task(config.task.kind, config.task.loss_chunk_size)
+    task = get_task(config.task.kind, config.task.loss_chunk_size, config.task.label_smoothing)
     mesh = parallel.make_mesh(config.parallel)
     # The tokenizer comes with the checkpoint; the label count from the data, unless configured.
     tokenizer = load_tokenizer(config.model.name_or_path)
     data = build_datasets(config.data, task, tokenizer)
+    if config.train.eval_perturbations:  # robustness evaluation: perturbed copies, built once, same seed every run
+        augmented.add_perturbed_splits(data, config.train.eval_perturbations, _perturbed_splits(config, data), task,
+                                     tokenizer, config.data)
     num_labels = config.task.num_labels or len(data.label_names) or None
     kwargs = dict(task=task.head,  # the model head the task needs (multi-label uses the classification head)
                   num_labels=num_labels, dtype=config.model.dtype, dropout=config.model.dropout,
@@ -137,7 +150,43 @@ def load_for_inference(config: config_lib.ExperimentConfig, checkpoint: str) -> 
             f"label names in the checkpoint {saved_labels} differ from the data's {list(run.data.label_names)}; "
             "pass the same data.labels the run was trained with"
         )
+    # A run that evaluated its weight average is used with it: best/ holds it as params, a full state in its
+    # optimizer state.
+    directory, _, step = where.rpartition(" step ")
+    from_state = os.path.basename(directory) == checkpoint_lib.LATEST_DIR
+    if config.optimizer.ema_decay > 0 and config.train.eval_ema and from_state:
+        params = _restore_ema(run, directory, int(step), params)
     return run, params, where
+
+
+def _restore_ema(run: Run, directory: str, step: int, params: Any) -> Any:
+    """``params`` with the weight average (``optimizer.ema_decay``) that the state at ``directory`` ``step`` keeps in
+    its optimizer state; only the average is read from the checkpoint."""
+    import orbax.checkpoint as ocp
+
+    optimizer = optim.make_optimizer(run.config.optimizer, 1, run.params, trainable_mask=run.trainable)
+    abstract = jax.eval_shape(optimizer.init, run.params)
+    shardings = run.layout.state_shardings({"params": run.params, "opt_state": abstract})["opt_state"]
+    target = jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+                                    shardings)
+    is_ema = lambda node: isinstance(node, optim.EmaState)  # noqa: E731
+    # Orbax skips placeholder leaves: everything but the average (moments, pretrained copy) stays on disk.
+    target = jax.tree_util.tree_map(lambda node: node if is_ema(node) else ocp.PLACEHOLDER, target,
+                                    is_leaf=lambda node: is_ema(node) or isinstance(node, jax.ShapeDtypeStruct))
+    item = {"opt_state": target}
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+    finally:
+        manager.close()
+    return optim.ema_params(restored["state"]["opt_state"], params)
+
+
+def _perturbed_splits(config: config_lib.ExperimentConfig, data) -> list[str]:
+    """The splits robustness evaluation copies: every labelled split (train only when it is evaluated)."""
+    evaluated = (*config.train.eval_splits, *config.train.final_eval_splits)
+    return [split for split in data.splits if split != "predict" and (split != "train" or "train" in evaluated)]
 
 
 def _trainable_mask(config, params):

@@ -19,8 +19,10 @@ import pydantic
 
 from mgpt import config as config_lib
 from mgpt import text_metrics
+from mgpt.data import augment
 from mgpt.config import ConfigError, ExperimentConfig
-from mgpt.tasks import TASKS
+from mgpt.tasks import LABEL_SMOOTHING_KINDS, TASKS, get_task
+from mgpt.train import objective
 from mgpt.train.fingerprint import PARTS
 
 _ALL_KINDS = typing.get_args(config_lib.TaskKind)
@@ -118,6 +120,9 @@ def _check_data_format(config: ExperimentConfig) -> None:
 
 def _check_task_options(config: ExperimentConfig) -> None:
     data, task = config.data, config.task
+    if task.label_smoothing and task.kind not in LABEL_SMOOTHING_KINDS:
+        _fail("task.label_smoothing", task.label_smoothing, f"smooths the one-hot targets of task.kind "
+              f"{_names(LABEL_SMOOTHING_KINDS)}; expected 0 for {task.kind!r}")
     if task.loss_chunk_size and task.kind not in _CAUSAL:
         _fail("task.loss_chunk_size", task.loss_chunk_size, f"only for task.kind {_names(_CAUSAL)}; expected 0 "
               f"for {task.kind!r}")
@@ -253,8 +258,30 @@ def _check_optimizer(config: ExperimentConfig) -> None:
                   f"(optax.{opt.name}'s default: {parameter.default!r})")
 
 
+def _check_augmentation(config: ExperimentConfig) -> None:
+    """data.augment and train.eval_perturbations: known ops and rates for this task (mgpt.data.augment)."""
+    data, label_kind = config.data, TASKS[config.task.kind].label_kind
+    changes = augment.text_ops(data.augment, label_kind, data.synonyms_file)
+    augment.text_ops(config.train.eval_perturbations, label_kind, data.synonyms_file, key="train.eval_perturbations")
+    if changes and (data.pack or data.stride):
+        key = "data.pack" if data.pack else "data.stride"
+        _fail(key, getattr(data, key.split(".")[1]), f"data.augment re-encodes one row per training example "
+              f"({', '.join(op.spec for op in changes)}); expected {'false' if data.pack else 0} with text or "
+              "token ops in data.augment")
+    if data.format == "chat":
+        for key, specs in (("data.augment", changes), ("train.eval_perturbations", config.train.eval_perturbations)):
+            if specs:
+                _fail(key, tuple(getattr(op, "spec", op) for op in specs), "data.format='chat' has conversations, "
+                      "not a text column to augment; expected ()")
+
+
+def _check_robust(config: ExperimentConfig) -> None:
+    """The robust objective's combinations (mgpt.train.objective), before any model is loaded."""
+    objective.check(config, get_task(config.task.kind, config.task.loss_chunk_size))
+
+
 RULES = (_check_data_format, _check_task_options, _check_shapes, _check_splits, _check_resume_changes,
-         _check_best_metric, _check_optimizer)
+         _check_best_metric, _check_optimizer, _check_augmentation, _check_robust)
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
