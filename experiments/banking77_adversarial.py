@@ -18,7 +18,7 @@ import os
 from mgpt.config import load_experiment
 
 PLAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "banking77_intent.py")
-ROBUST = dict(adversarial="fgm", epsilon=1.0)
+ROBUST = dict(adversarial="fgm", epsilon=0.1)  # per query; 1.0 (norm of a whole word embedding) stops learning
 PERTURBATIONS = ("char:0.05", "char:0.1", "delete:0.1")  # typos at 5% and 10% of characters; 10% of words dropped
 
 

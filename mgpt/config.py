@@ -291,10 +291,13 @@ class RobustConfig:
     # 2018); freelb: parameter gradients averaged over `steps` ascent steps (Zhu et al. 2020); smart: a
     # smoothness-inducing regularizer, symmetric KL between clean and perturbed outputs (Jiang et al. 2020).
     adversarial: Literal["none", "fgm", "pgd", "freelb", "smart"] = "none"
-    epsilon: NonNegativeFloat = 1.0  # radius of the perturbation ball (L2 per example)
+    # Radius of the perturbation ball, L2 per example over its real tokens: one example's whole share, not the
+    # whole batch's (implementations that normalise over the batch tensor give each example ~1/sqrt(B) of it).
+    # all-MiniLM-L6-v2's word embeddings have norm ~1 per token; 1.0 per example made few-shot Banking77 collapse.
+    epsilon: NonNegativeFloat = 0.1
     steps: PositiveInt = 3  # ascent steps (pgd, freelb, smart)
-    step_size: NonNegativeFloat = 0.3  # L2 length of each normalised ascent step (pgd, freelb, smart)
-    init_std: NonNegativeFloat = 1e-5  # smart: std of the random start; pgd / freelb start at a random point of the ball
+    step_size: NonNegativeFloat = 0.05  # L2 length of each normalised ascent step (pgd, freelb, smart)
+    init_std: NonNegativeFloat = 1e-5  # smart: std of the random start (pgd starts at zero, freelb at a random point)
     smart_weight: NonNegativeFloat = 1.0  # smart: weight of the smoothness term
     # smart: weight of the Bregman proximal term (divergence from the outputs of a slow-moving copy of the
     # weights, updated as anchor = m * anchor + (1 - m) * params); 0: off

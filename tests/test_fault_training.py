@@ -215,8 +215,12 @@ def test_resume_refuses_another_model_labels_or_batch_size(varied, tmp_path):  #
     assert reports and max(train_steps(workdir)) == 10
 
 
-def _run_cli(experiment, workdir):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
+def _run_cli(experiment, workdir, cache_dir):
+    # The four processes share a persistent compilation cache (``cache_dir``): each loads the programs the
+    # first one compiled instead of compiling them again. A hit is keyed by the program itself, so a resumed
+    # process that built a different program would still compile its own.
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu",
+               JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.05")
     return subprocess.Popen([sys.executable, "-m", "mgpt.cli", "train", experiment, "--workdir", workdir,
                              "--set", "checkpoint.async_save=false", "--set", "checkpoint.save_every=4"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -240,14 +244,14 @@ def test_sigterm_and_kill_at_random_steps_resume_bitwise(tmp_path):
     run: the final params are bitwise equal and every step ran with the same batch."""
     experiment = write_classification_experiment(str(tmp_path), tiny_bert(tmp_path / "bert"), num_epochs=6,
                                                  log_every=1)
-    straight = str(tmp_path / "straight")
-    process = _run_cli(experiment, straight)
+    straight, cache = str(tmp_path / "straight"), tmp_path / "xla_cache"
+    process = _run_cli(experiment, straight, cache)
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 0, out
     rng = random.Random(int(time.time()))
     term_at, kill_at = rng.randint(2, 14), rng.randint(18, 30)
     workdir = str(tmp_path / "interrupted")
-    process = _run_cli(experiment, workdir)
+    process = _run_cli(experiment, workdir, cache)
     _wait_for_step(workdir, term_at, process)
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=120)
@@ -255,11 +259,11 @@ def test_sigterm_and_kill_at_random_steps_resume_bitwise(tmp_path):
     assert out.strip().splitlines()[-1].startswith("mgpt: train: SIGTERM: saved step") and "Traceback" not in out
     saved_step, _ = _latest_params(workdir)
     assert saved_step >= term_at  # the step it was on when the signal came, not the last periodic save
-    process = _run_cli(experiment, workdir)
+    process = _run_cli(experiment, workdir, cache)
     _wait_for_step(workdir, kill_at, process)
     process.kill()  # kill -9: no handler runs; the last periodic checkpoint is where it resumes
     process.communicate(timeout=60)
-    process = _run_cli(experiment, workdir)
+    process = _run_cli(experiment, workdir, cache)
     out, _ = process.communicate(timeout=600)
     assert process.returncode == 0, out
     _, a = _latest_params(straight)

@@ -1,12 +1,13 @@
 """Robust fine-tuning methods side by side: clean and perturbed test scores, seconds per step relative to plain.
 
-    python experiments/benchmarks/robust_compare.py --setting fewshot --seeds 0 1 2 \
+    python experiments/benchmarks/robust_compare.py --setting fewshot --seeds 0 1 2 --test-examples 1000 \
         --output bench_results/robust_fewshot.json
     python experiments/benchmarks/robust_compare.py --methods plain fgm --set train.max_steps=3   # a smoke run
 
 all-MiniLM-L6-v2 on Banking77 (experiments/banking77_intent.py): ``fewshot`` trains on 10 queries per intent
-(drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection), ``full`` on the
-whole training file. Every run evaluates the official test split clean and perturbed
+(drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs), ``full``
+on the whole training file (2 epochs). Every run evaluates the official test split (or a seeded subset of
+``--test-examples`` of its 3080 queries, the same for every run) clean and perturbed
 (``train.eval_perturbations``: typos at 5% and 10% of characters, 10% of words deleted). Each method and seed
 runs in its own fresh process, one after the other. Writes the rows as JSON and a markdown table of means and
 standard deviations over seeds (``.md`` next to the JSON). Seconds per step exclude the step's compilation
@@ -28,9 +29,9 @@ EXPERIMENT = os.path.join(ROOT, "experiments", "banking77_intent.py")
 PERTURBATIONS = ("char:0.05", "char:0.1", "delete:0.1")
 METHODS = {  # in the order they run (most asked-for first)
     "plain": [],
-    "fgm": ["robust.adversarial=fgm", "robust.epsilon=1.0"],
-    "freelb": ["robust.adversarial=freelb", "robust.epsilon=1.0", "robust.steps=2", "robust.step_size=0.6"],
-    "smart": ["robust.adversarial=smart", "robust.epsilon=1.0", "robust.steps=1", "robust.step_size=1.0"],
+    "fgm": ["robust.adversarial=fgm", "robust.epsilon=0.1"],
+    "freelb": ["robust.adversarial=freelb", "robust.epsilon=0.1", "robust.steps=2", "robust.step_size=0.06"],
+    "smart": ["robust.adversarial=smart", "robust.epsilon=0.1", "robust.steps=1", "robust.step_size=0.1"],
     "rdrop": ["robust.rdrop_alpha=1.0"],
     "typos": ["data.augment=[char:0.05]"],
     "eda": ["data.augment=[swap:0.1,delete:0.1]"],
@@ -39,39 +40,55 @@ METHODS = {  # in the order they run (most asked-for first)
     "llrd": ["optimizer.layer_lr_decay=0.9"],
     "ema": ["optimizer.ema_decay=0.99"],
     "l2sp": ["optimizer.l2_sp=0.01", "optimizer.weight_decay=0.0"],
-    "pgd": ["robust.adversarial=pgd", "robust.epsilon=1.0", "robust.steps=2", "robust.step_size=0.6"],
-    "fgm+typos": ["robust.adversarial=fgm", "robust.epsilon=1.0", "data.augment=[char:0.05]"],
+    "pgd": ["robust.adversarial=pgd", "robust.epsilon=0.1", "robust.steps=2", "robust.step_size=0.06"],
+    "fgm+typos": ["robust.adversarial=fgm", "robust.epsilon=0.1", "data.augment=[char:0.05]"],
     "rdrop+typos": ["robust.rdrop_alpha=1.0", "data.augment=[char:0.05]"],
 }
-SETTINGS = {"fewshot": ["train.num_epochs=8"], "full": ["train.num_epochs=2"]}
+SETTINGS = {"fewshot": ["train.num_epochs=5"], "full": ["train.num_epochs=2"]}
+
+
+def _read_csv(path: str):
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
+
+
+def _write_csv(path: str, fields, rows) -> str:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def fewshot_csv(train_csv: str, directory: str, per_label: int = 10, seed: int = 0) -> str:
     """``per_label`` rows of every label of ``train_csv``, drawn with ``seed``, written to ``directory``."""
-    with open(train_csv, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames, list(reader)
+    fields, rows = _read_csv(train_csv)
     by_label = {}
     for row in rows:
         by_label.setdefault(row["category"], []).append(row)
     rng = random.Random(seed)
     chosen = [row for label in sorted(by_label) for row in rng.sample(by_label[label], per_label)]
-    path = os.path.join(directory, f"train_{per_label}shot.csv")
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(chosen)
-    return path
+    return _write_csv(os.path.join(directory, f"train_{per_label}shot.csv"), fields, chosen)
 
 
-def child(method: str, seed: int, setting: str, workdir: str, train_file: str, overrides: list, output: str):
+def seeded_subset_csv(test_csv: str, directory: str, count: int, seed: int = 0) -> str:
+    """``count`` rows of ``test_csv`` drawn with ``seed`` (all of them when count is 0 or more than there are)."""
+    fields, rows = _read_csv(test_csv)
+    if 0 < count < len(rows):
+        rows = random.Random(seed).sample(rows, count)
+    return _write_csv(os.path.join(directory, f"test_{len(rows)}.csv"), fields, rows)
+
+
+def child(method: str, seed: int, setting: str, workdir: str, data_files: str, overrides: list, output: str):
     """In a fresh process: train one method with one seed and write its row to ``output``."""
     sys.path.insert(0, ROOT)
     from mgpt import config as config_lib
     from mgpt.train import loop, reporting
 
     config = config_lib.load_experiment(EXPERIMENT)
-    extra = [f"data.train_file={train_file}"] if train_file else []
+    train_file, test_file = data_files.split(",")
+    extra = [f"data.test_file={test_file}"] + ([f"data.train_file={train_file}"] if train_file else [])
     config = config_lib.apply_overrides(config, [
         "train.progress_bar=false", f"train.seed={seed}", "checkpoint.enabled=false",
         "train.eval_perturbations=[" + ",".join(PERTURBATIONS) + "]", *SETTINGS[setting], *extra,
@@ -119,6 +136,8 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--setting", choices=list(SETTINGS), default="fewshot")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="an override for every run")
+    parser.add_argument("--test-examples", type=int, default=0,
+                        help="score a seeded subset of this many test queries (0: all 3080)")
     parser.add_argument("--output", default="bench_results/robust_compare.json")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,14 +149,14 @@ def main():
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        train_file = ""
-        if args.setting == "fewshot":
-            train_file = fewshot_csv(load_experiment(EXPERIMENT).data.train_file, scratch)
+        data = load_experiment(EXPERIMENT).data
+        train_file = fewshot_csv(data.train_file, scratch) if args.setting == "fewshot" else ""
+        data_files = train_file + "," + seeded_subset_csv(data.test_file, scratch, args.test_examples)
         for method in args.methods:
             for seed in args.seeds:
                 out = os.path.join(scratch, f"{method}_{seed}.json")
                 command = [sys.executable, os.path.abspath(__file__), "--child", method, str(seed), args.setting,
-                           os.path.join(scratch, f"run_{method}_{seed}"), train_file, out]
+                           os.path.join(scratch, f"run_{method}_{seed}"), data_files, out]
                 command += [x for o in args.overrides for x in ("--set", o)]
                 subprocess.run(command, check=True)
                 with open(out) as f:
