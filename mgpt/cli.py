@@ -1,4 +1,4 @@
-"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``generate``, ``convert``, ``bench``.
+"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``monitor``, ``rank``, ``generate``, ``serve``, ``convert``, ``bench``.
 
 Exit statuses (also in ``mgpt --help``): see :data:`EXIT_STATUSES`.
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 
 from mgpt import config as config_lib
+from mgpt import log_setup
 
 
 EXIT_STATUSES = """exit status:
@@ -30,11 +30,26 @@ def _experiment_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _version() -> str:
+    """mgpt's version from the installed package's metadata (the source's ``__version__`` when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("mgpt")
+    except metadata.PackageNotFoundError:
+        from mgpt import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgpt", description="Fine-tune pretrained transformers with JAX.",
                                      epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
                         help="on a config, data, checkpoint or workdir error, raise it with its traceback")
+    parser.add_argument("--log-level", default="info", choices=log_setup.LEVELS,
+                        help="how much mgpt logs (default info); other libraries log warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"mgpt {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train (or resume) an experiment")
@@ -56,6 +71,38 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help="a file in the experiment's data format; labels optional")
     predict.add_argument("--output", required=True, help="JSONL file to write, one prediction per input example")
 
+    monitor = sub.add_parser("monitor", help="sentiment shares per period and topic of a timestamped JSONL stream, "
+                                             "with alerts when the negative share surges")
+    _experiment_args(monitor)
+    monitor.add_argument("--checkpoint", required=True, help="the sentiment run's workdir, or its best/ or checkpoints/")
+    monitor.add_argument("--input", required=True, help='JSONL stream, one {"time": ISO-8601, "text": ..., "topic": ...} '
+                                                        "per line (topic optional with a topic classifier)")
+    monitor.add_argument("--output", required=True, help="directory for monitor.json, monitor_items.jsonl and "
+                                                         "monitor_timeline.png")
+    monitor.add_argument("--period", default="day", choices=["hour", "day", "week"], help="bucket size, UTC (default day)")
+    monitor.add_argument("--baseline-periods", type=int, default=7,
+                         help="baseline: mean negative share over this many previous periods (default 7)")
+    monitor.add_argument("--min-baseline-periods", type=int, default=1,
+                         help="no alert before this many earlier periods form the baseline (default 1)")
+    monitor.add_argument("--fixed-baseline", type=float, help="a fixed baseline negative share instead (0 to 1)")
+    monitor.add_argument("--margin", type=float, default=0.15, help="alert above baseline + margin (default 0.15)")
+    monitor.add_argument("--min-items", type=int, default=10,
+                         help="periods with fewer items of a topic neither alert nor count in its baseline (default 10)")
+    monitor.add_argument("--negative-label", default="negative", help="the model's negative label (default negative)")
+    monitor.add_argument("--topic-experiment", help="experiment of a topic classifier for lines without a topic")
+    monitor.add_argument("--topic-checkpoint", help="its run's workdir (with --topic-experiment)")
+
+    rank = sub.add_parser("rank", help="rank each user's candidate items by a click classifier, with ranking metrics")
+    _experiment_args(rank)
+    rank.add_argument("--checkpoint", required=True, help="a run's workdir, or its best/ or checkpoints/ directory")
+    rank.add_argument("--input", required=True, help="a file in the experiment's data format, one (user, candidate) "
+                                                     "per row; with labels, the rankings are measured")
+    rank.add_argument("--output", required=True, help="directory for rankings.jsonl and rank_metrics.json")
+    rank.add_argument("--user-column", default="user", help="column naming the user (default user)")
+    rank.add_argument("--item-column", default="item", help="column naming the candidate item (default item)")
+    rank.add_argument("--positive-label", default="1", help="the label that means a click (default 1)")
+    rank.add_argument("--k", type=int, nargs="+", default=[5, 10], help="cut-offs for NDCG@k and recall@k (default 5 10)")
+
     gen = sub.add_parser("generate", help="generate text from prompts with a trained checkpoint or a HF model")
     _experiment_args(gen)
     source = gen.add_mutually_exclusive_group(required=True)
@@ -73,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="sampling seed (default: task.decode_seed)")
     gen.add_argument("--output", help="JSONL file to write (default: print JSON lines)")
 
+    serve = sub.add_parser("serve", help="serve a model over HTTP: OpenAI-compatible completions for a causal LM, "
+                                         "/v1/classify, /v1/tag or /v1/score for a task head (docs/serving.md)")
+    _experiment_args(serve)
+    served = serve.add_mutually_exclusive_group(required=True)
+    served.add_argument("--checkpoint", help="a run's workdir, or its best/ or checkpoints/ directory")
+    served.add_argument("--model", help="a Hugging Face directory or .gguf file, served as it loads (no fine-tuning)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request (default: $MGPT_API_KEY)")
+    serve.add_argument("--insecure-no-key", action="store_true", help="allow a non-loopback --host without an API key")
+    serve.add_argument("--max-batch", type=int, default=8, help="most requests (inputs) per model call (default 8)")
+    serve.add_argument("--max-queue", type=int, default=64, help="most inputs waiting; beyond it requests get 503")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a call waits for more requests")
+    serve.add_argument("--max-new-tokens", type=int, help="generation: most tokens per completion (default: "
+                                                          "task.max_new_tokens)")
+
     convert = sub.add_parser(
         "convert", help="Hugging Face directory <-> Orbax checkpoint of mgpt params, or to/from a GGUF file "
                         "(direction from SRC's files and DST's suffix)"
@@ -87,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--num-labels", type=int, help="HF -> Orbax: label count, when it differs from config.json")
     convert.add_argument("--param-dtype", default="float32", help="HF -> Orbax: stored dtype (float32, bfloat16)")
     convert.add_argument("--max-shard-size", default="5GB", help="Orbax -> HF: safetensors shard size (default 5GB)")
+
+    compare = sub.add_parser("compare", help="compare training runs: config differences, metrics, speed, curves")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="workdirs written by mgpt train")
+    compare.add_argument("--metric", default="", help="validation metric to compare, e.g. validation/macro_f1 "
+                         "(default: the first run's train.best_metric, or its task's default)")
+    compare.add_argument("--output", help="write the table: JSON when the name ends in .json, else markdown")
+    compare.add_argument("--plot", help="PNG of the runs' training loss and validation metric curves, overlaid")
 
     bench = sub.add_parser("bench", help="time the real train step on synthetic batches (random weights)")
     bench.add_argument("--model", default="gpt2-small",
@@ -109,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="causal LM: compute the loss this many positions at a time (no full logits)")
     bench.add_argument("--output", help="JSON file for the full result")
     return parser
+
+
+def _compare(args) -> int:
+    from mgpt.train import compare
+
+    try:
+        records = [compare.load_run(run, name) for run, name in zip(args.runs, compare.run_names(args.runs))]
+    except compare.NotARunError as error:
+        return _input_error("compare", error, args.debug)
+    comparison = compare.compare_runs(records, args.metric)
+    print(compare.markdown_table(comparison), end="")
+    compare.write_outputs(comparison, args.output, args.plot)
+    for path in (args.output, args.plot):
+        if path:
+            print(f"written to {path}")
+    return 0
 
 
 def _bench(args) -> int:
@@ -263,12 +349,13 @@ def _checkpoint_label(where: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mgpt`` command line; returns the exit status (see :data:`EXIT_STATUSES`)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax narrates every save at INFO
+    log_setup.configure(args.log_level)  # before jax and transformers are imported: they read it at import
     if args.command == "convert":  # no experiment file
         return _convert(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "compare":  # reads run directories, no experiment
+        return _compare(args)
     try:
         config = _config(args)
     except config_lib.ConfigError as error:
@@ -298,7 +385,7 @@ def _input_error(where: str, error: Exception, debug: bool) -> int:
 
 
 def _run(args, config) -> int:
-    """Carry out a command that reads an experiment (train, eval, predict, generate)."""
+    """Carry out a command that reads an experiment (train, eval, predict, generate, serve)."""
     from mgpt.train import evaluation, loop, setup
 
     if args.command == "train":
@@ -333,13 +420,58 @@ def _run(args, config) -> int:
         return 0
     if args.command == "generate":
         return _generate(args, config)
+    if args.command == "serve":
+        from mgpt.serve import server
+
+        return server.serve(args, config)
     if args.command == "predict":
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, predict_file=args.input))
         run, params, _ = setup.load_for_inference(config, args.checkpoint)
         count = evaluation.write_predictions(run, params, "predict", args.output)
         print(f"{count} predictions written to {args.output}")
         return 0
+    if args.command == "monitor":
+        return _monitor(args, config)
+    if args.command == "rank":
+        return _rank(args, config)
     return 2
+
+
+def _monitor(args, config) -> int:
+    """``mgpt monitor``: the report, items and timeline in ``--output``; one line per alert printed."""
+    from mgpt.apps import monitor, monitor_run
+    from mgpt.train.validate import validate
+
+    if bool(args.topic_experiment) != bool(args.topic_checkpoint):
+        print("mgpt: monitor: --topic-experiment and --topic-checkpoint go together", file=sys.stderr)
+        return 2
+    topic_model = None
+    if args.topic_experiment:
+        topic_model = (validate(config_lib.load_experiment(args.topic_experiment)), args.topic_checkpoint)
+    settings = monitor.MonitorSettings(period=args.period, baseline_periods=args.baseline_periods,
+                                       min_baseline_periods=args.min_baseline_periods,
+                                       fixed_baseline=args.fixed_baseline, margin=args.margin,
+                                       min_items=args.min_items, negative_label=args.negative_label)
+    report = monitor_run.run_monitor(config, args.checkpoint, args.input, args.output, settings, topic_model)
+    for alert in report["alerts"]:
+        print(f"alert: {alert['period']} {alert['topic']}: {settings.negative_label} share {alert['share']:.2f} "
+              f"(baseline {alert['baseline']:.2f}, {alert['count']} items)")
+    print(f"{report['num_items']} items, {len(report['periods'])} periods, {len(report['alerts'])} alerts; "
+          f"written to {args.output}")
+    return 0
+
+
+def _rank(args, config) -> int:
+    """``mgpt rank``: rankings (and, with labels, metrics) in ``--output``."""
+    from mgpt.apps import rank_run
+
+    metrics = rank_run.run_ranking(config, args.checkpoint, args.input, args.output, user_column=args.user_column,
+                                   item_column=args.item_column, positive_label=args.positive_label,
+                                   ks=tuple(args.k))
+    if metrics is not None:
+        print(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    print(f"rankings written to {args.output}")
+    return 0
 
 
 def _headline(report: dict) -> dict:

@@ -117,6 +117,9 @@ class DataConfig:
     test_ratio: Ratio = 0.0
     split_seed: Int = 0
     stratify: Bool = True  # single-label classification: keep label proportions in every split
+    # Train source: keep a seeded (data.split_seed) sample of this many examples, stratified like the splits,
+    # after cleaning and before validation_ratio / test_ratio carve splits out of it; 0: every example.
+    max_examples: NonNegativeInt = 0
     # Causal LM: prompt from example fields, e.g. "Question: {question}\nAnswer:"; only the target is scored.
     prompt_template: str = ""
     target_column: str = ""  # the field holding the completion (takes the place of text_pair_column)

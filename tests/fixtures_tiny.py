@@ -120,3 +120,30 @@ def get_config():
     )
 ''')
     return path
+
+
+def write_ner_experiment(directory, model_dir):
+    """CoNLL files (PER, LOC) and a token-classification experiment that learns them in 4 epochs; returns its path."""
+    files = {split: ner_conll(os.path.join(directory, f"{split}.conll"), n, seed)
+             for split, n, seed in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))}
+    path = os.path.join(directory, "tiny_ner.py")
+    with open(path, "w") as f:
+        f.write(f'''"""Tiny NER.
+
+    mgpt train tiny_ner.py
+"""
+from mgpt.config import *
+
+
+def get_config():
+    return ExperimentConfig(
+        name="tiny_ner",
+        model=ModelConfig(name_or_path={model_dir!r}, dropout=0.0),
+        data=DataConfig(format="conll", train_file={files["train"]!r}, validation_file={files["validation"]!r},
+                        test_file={files["test"]!r}, max_length=10),
+        task=TaskConfig(kind="token_classification"),
+        optimizer=OptimizerConfig(name="adamw", learning_rate=5e-3, schedule="constant"),
+        train=TrainConfig(batch_size=8, eval_batch_size=8, num_epochs=4, log_every=1, progress_bar=False),
+    )
+''')
+    return path

@@ -10,7 +10,7 @@ import pytest
 from mgpt import cli
 from mgpt.train import reporting
 
-from fixtures_tiny import ner_conll, tiny_bert, tiny_gpt2, write_classification_experiment
+from fixtures_tiny import tiny_bert, tiny_gpt2, write_classification_experiment, write_ner_experiment
 
 
 @pytest.fixture(scope="module")
@@ -66,30 +66,9 @@ def test_unknown_override_is_a_clear_cli_error(trained, capsys):
 
 
 def test_ner_run_writes_an_entity_level_report(tmp_path):
-    model_dir = tiny_bert(tmp_path / "bert")
-    files = {split: ner_conll(tmp_path / f"{split}.conll", n, seed)
-             for split, n, seed in (("train", 24, 0), ("validation", 8, 1), ("test", 8, 2))}
-    experiment = tmp_path / "tiny_ner.py"
-    experiment.write_text(f'''"""Tiny NER.
-
-    mgpt train tiny_ner.py
-"""
-from mgpt.config import *
-
-
-def get_config():
-    return ExperimentConfig(
-        name="tiny_ner",
-        model=ModelConfig(name_or_path={model_dir!r}, dropout=0.0),
-        data=DataConfig(format="conll", train_file={files["train"]!r}, validation_file={files["validation"]!r},
-                        test_file={files["test"]!r}, max_length=10),
-        task=TaskConfig(kind="token_classification"),
-        optimizer=OptimizerConfig(name="adamw", learning_rate=5e-3, schedule="constant"),
-        train=TrainConfig(batch_size=8, eval_batch_size=8, num_epochs=4, log_every=1, progress_bar=False),
-    )
-''')
+    experiment = write_ner_experiment(str(tmp_path), tiny_bert(tmp_path / "bert"))
     workdir = str(tmp_path / "run")
-    assert cli.main(["train", str(experiment), "--workdir", workdir]) == 0
+    assert cli.main(["train", experiment, "--workdir", workdir]) == 0
     with open(os.path.join(workdir, "eval_test.json")) as f:
         report = json.load(f)
     assert set(report["per_type"]) == {"PER", "LOC"}

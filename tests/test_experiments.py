@@ -54,6 +54,20 @@ def _banking(tmp_path):
 
 
 def _recommendation(tmp_path):
+    paths = {}
+    for split, seed in (("train", 0), ("test", 1)):  # (history, candidate) pairs with 0/1 clicks
+        with open(sentiment_csv(tmp_path / f"raw_{split}.csv", 30, seed)) as f, \
+                open(tmp_path / f"{split}.csv", "w", newline="") as g:
+            rows = list(csv.DictReader(f))
+            writer = csv.writer(g)
+            writer.writerow(["user", "item", "history", "candidate", "label"])
+            writer.writerows([f"u{i % 3}", f"i{i}", "the plot", r["review"], int(r["sentiment"] == "pos")]
+                             for i, r in enumerate(rows))
+        paths[split] = str(tmp_path / f"{split}.csv")
+    return [f"data.train_file={paths['train']}", f"data.test_file={paths['test']}"], contextlib.nullcontext()
+
+
+def _bbc_news(tmp_path):
     files = [sentiment_csv(tmp_path / f"{s}.csv", 30, i) for i, s in enumerate(("train", "test"))]
     return [f"data.train_file={files[0]}", f"data.test_file={files[1]}", "data.text_column=review",
             "data.label_column=sentiment"], contextlib.nullcontext()
@@ -84,6 +98,8 @@ def _banking_lora(tmp_path):
 
 CASES = {
     "financial_sentiment.py": _phrasebank,
+    "financial_monitor.py": _phrasebank,
+    "bbc_news_topics.py": _bbc_news,
     "banking77_intent.py": _banking,
     "smollm2_banking77_lora.py": _banking_lora,
     "recommendation.py": _recommendation,
@@ -95,6 +111,7 @@ CASES = {
     "banking77_adversarial.py": _banking,
     "banking77_regularized.py": _banking,
     "banking77_augment.py": _banking,
+    "customer_service_assistant.py": _banking,
 }
 
 
@@ -115,7 +132,8 @@ def test_experiment_runs_one_step(name, model_dir, tmp_path):
 
 
 def test_every_task_experiment_has_a_smoke_case():
-    tasks = {"quickstart.py", "wnut17_peft.py"}  # quickstart runs in the notebook test; PEFT in its own tests
+    # quickstart runs in the notebook test (on the synthetic stand-in) and test_quickstart.py; PEFT in its own tests
+    tasks = {"quickstart.py", "wnut17_peft.py"}
     generation = {n for n in os.listdir(os.path.join(ROOT, "experiments")) if n.endswith(".py")} - set(CASES) - tasks
     from test_generation_experiments import GENERATION_CASES  # noqa: F401  generation experiments, tested there
 

@@ -3,7 +3,8 @@
 The layers, lowest first (``LAYERS``; a module belongs to the longest prefix that names it):
 
 0. foundation -- ``mgpt.config`` (with ``mgpt.config_parse``) and the modules that import nothing of mgpt
-   but the config: ``mgpt.constants``, ``mgpt.known_models``, ``mgpt.losses``, ``mgpt.metrics``,
+   but the config: ``mgpt.constants``, ``mgpt.known_models``, ``mgpt.known_data`` (files that packages ship),
+   ``mgpt.log_setup`` (the command's logging levels), ``mgpt.losses``, ``mgpt.metrics``,
    ``mgpt.text_metrics``, ``mgpt.optim`` (Optax from ``OptimizerConfig``), and ``mgpt.assets`` (a
    stand-alone data generator script).
 1. ``mgpt.data``: read records, clean, split, encode, batch.
@@ -12,7 +13,7 @@ The layers, lowest first (``LAYERS``; a module belongs to the longest prefix tha
 3. ``mgpt.peft`` and ``mgpt.robust``: transforms of params, forward pass and loss.
 4. ``mgpt.tasks``: pure encode / loss / predict / metrics; never ``mgpt.train``.
 5. ``mgpt.train``: run assembly, loop, steps, evaluation, checkpoints; with ``mgpt.bench`` (times the
-   train step).
+   train step) and ``mgpt.apps`` (the monitor and ranking: pure cores, and runners over trained runs).
 6. ``mgpt.cli`` and ``mgpt.serve`` (the commands), and the ``mgpt`` package itself (its lazy facade
    re-exports ``load_pretrained`` / ``save_pretrained``, so importing names from ``mgpt`` counts as the top).
 
@@ -28,13 +29,14 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LAYERS = (
-    ("foundation", ("mgpt.config", "mgpt.config_parse", "mgpt.constants", "mgpt.known_models", "mgpt.losses",
+    ("foundation", ("mgpt.config", "mgpt.config_parse", "mgpt.constants", "mgpt.known_models", "mgpt.known_data",
+                    "mgpt.log_setup", "mgpt.losses",
                     "mgpt.metrics", "mgpt.text_metrics", "mgpt.optim", "mgpt.assets")),
     ("data", ("mgpt.data",)),
     ("models", ("mgpt.models", "mgpt.parallel", "mgpt.generate")),
     ("peft", ("mgpt.peft", "mgpt.robust")),
     ("tasks", ("mgpt.tasks",)),
-    ("train", ("mgpt.train", "mgpt.bench")),
+    ("train", ("mgpt.train", "mgpt.bench", "mgpt.apps")),
     ("cli", ("mgpt.cli", "mgpt.serve", "mgpt")),  # "mgpt" is the package alone, not a prefix of every module
 )
 

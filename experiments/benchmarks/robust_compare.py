@@ -8,7 +8,10 @@ all-MiniLM-L6-v2 on Banking77 (experiments/banking77_intent.py): ``fewshot`` tra
 (drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs), ``full``
 on the whole training file (2 epochs). Every run evaluates the official test split (or a seeded subset of
 ``--test-examples`` of its 3080 queries, the same for every run) clean and perturbed
-(``train.eval_perturbations``: typos at 5% and 10% of characters, 10% of words deleted). Each method and seed
+(``train.eval_perturbations``: typos at 5% and 10% of characters, 10% of words deleted). ``wnut17`` trains
+experiments/wnut17_minilm.py as it is (3 epochs, best dev epoch) and scores test entity F1 clean and with typos
+at 5% and 10% (word deletion would break the tags, so it is not a perturbation there); its ``tag_augment``
+method uses the label-preserving operations in place of EDA. Each method and seed
 runs in its own fresh process, one after the other. Writes the rows as JSON and a markdown table of means and
 standard deviations over seeds (``.md`` next to the JSON). Seconds per step exclude the step's compilation
 (``train_seconds - compile_seconds`` over ``train_steps`` of the run's final metrics).
@@ -16,6 +19,7 @@ standard deviations over seeds (``.md`` next to the JSON). Seconds per step excl
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -25,8 +29,6 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXPERIMENT = os.path.join(ROOT, "experiments", "banking77_intent.py")
-PERTURBATIONS = ("char:0.05", "char:0.1", "delete:0.1")
 METHODS = {  # in the order they run (most asked-for first)
     "plain": [],
     "fgm": ["robust.adversarial=fgm", "robust.epsilon=0.1"],
@@ -43,8 +45,30 @@ METHODS = {  # in the order they run (most asked-for first)
     "pgd": ["robust.adversarial=pgd", "robust.epsilon=0.1", "robust.steps=2", "robust.step_size=0.06"],
     "fgm+typos": ["robust.adversarial=fgm", "robust.epsilon=0.1", "data.augment=[char:0.05]"],
     "rdrop+typos": ["robust.rdrop_alpha=1.0", "data.augment=[char:0.05]"],
+    # token classification only: EDA's word moves would break the tags (Dai & Adel's operations instead)
+    "tag_augment": ["data.augment=[label_replace:0.1,mention_replace:0.3]"],
 }
-SETTINGS = {"fewshot": ["train.num_epochs=5"], "full": ["train.num_epochs=2"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    experiment: str  # under experiments/
+    overrides: tuple
+    perturbations: tuple  # train.eval_perturbations
+    metric: str  # the test metric compared
+    fewshot: bool = False  # train on 10 examples per label of the training file
+
+
+_BANKING77_PERTURBATIONS = ("char:0.05", "char:0.1", "delete:0.1")
+SETTINGS = {
+    "fewshot": Setting("banking77_intent.py", ("train.num_epochs=5",), _BANKING77_PERTURBATIONS, "accuracy", True),
+    "full": Setting("banking77_intent.py", ("train.num_epochs=2",), _BANKING77_PERTURBATIONS, "accuracy"),
+    "wnut17": Setting("wnut17_minilm.py", (), ("char:0.05", "char:0.1"), "f1"),
+}
+
+
+def _experiment(setting: Setting) -> str:
+    return os.path.join(ROOT, "experiments", setting.experiment)
 
 
 def _read_csv(path: str):
@@ -86,12 +110,13 @@ def child(method: str, seed: int, setting: str, workdir: str, data_files: str, o
     from mgpt import config as config_lib
     from mgpt.train import loop, reporting
 
-    config = config_lib.load_experiment(EXPERIMENT)
+    chosen = SETTINGS[setting]
+    config = config_lib.load_experiment(_experiment(chosen))
     train_file, test_file = data_files.split(",")
     extra = [f"data.test_file={test_file}"] + ([f"data.train_file={train_file}"] if train_file else [])
     config = config_lib.apply_overrides(config, [
         "train.progress_bar=false", f"train.seed={seed}", "checkpoint.enabled=false",
-        "train.eval_perturbations=[" + ",".join(PERTURBATIONS) + "]", *SETTINGS[setting], *extra,
+        "train.eval_perturbations=[" + ",".join(chosen.perturbations) + "]", *chosen.overrides, *extra,
         *METHODS[method], *overrides])
     reports = loop.train(config, workdir)
     final = [e for e in reporting.read_metrics(workdir) if e["kind"] == "final"]
@@ -102,7 +127,7 @@ def child(method: str, seed: int, setting: str, workdir: str, data_files: str, o
     for key, value in totals.items():
         if key.startswith("test") and isinstance(value, (int, float)):
             row[key] = value
-    row["test/accuracy"] = reports["test"]["accuracy"]
+    row[f"test/{chosen.metric}"] = reports["test"][chosen.metric]
     with open(output, "w") as f:
         json.dump(row, f)
 
@@ -111,7 +136,8 @@ def _table(rows: list) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     plain_sps = statistics.mean(r["seconds_per_step"] for r in rows if r["method"] == "plain") if any(
         r["method"] == "plain" for r in rows) else None
-    columns = ["test/accuracy"] + [f"test@{p}/accuracy" for p in PERTURBATIONS]
+    setting = SETTINGS[rows[0]["setting"]]
+    columns = [f"test/{setting.metric}"] + [f"test@{p}/{setting.metric}" for p in setting.perturbations]
 
     def cell(values):
         if not values:
@@ -119,7 +145,9 @@ def _table(rows: list) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
-    lines = ["| method | seeds | clean acc | " + " | ".join(f"acc @{p}" for p in PERTURBATIONS) + " | s/step | vs plain |",
+    short = {"accuracy": "acc"}.get(setting.metric, setting.metric)
+    lines = [f"| method | seeds | clean {short} | " + " | ".join(f"{short} @{p}" for p in setting.perturbations)
+             + " | s/step | vs plain |",
              "|---|---|" + "---|" * (len(columns) + 2)]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
@@ -137,7 +165,7 @@ def main():
     parser.add_argument("--setting", choices=list(SETTINGS), default="fewshot")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="an override for every run")
     parser.add_argument("--test-examples", type=int, default=0,
-                        help="score a seeded subset of this many test queries (0: all 3080)")
+                        help="score a seeded subset of this many Banking77 test queries (0: all 3080)")
     parser.add_argument("--output", default="bench_results/robust_compare.json")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,9 +177,12 @@ def main():
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        data = load_experiment(EXPERIMENT).data
-        train_file = fewshot_csv(data.train_file, scratch) if args.setting == "fewshot" else ""
-        data_files = train_file + "," + seeded_subset_csv(data.test_file, scratch, args.test_examples)
+        setting = SETTINGS[args.setting]
+        data = load_experiment(_experiment(setting)).data
+        train_file = fewshot_csv(data.train_file, scratch) if setting.fewshot else ""
+        test_file = (seeded_subset_csv(data.test_file, scratch, args.test_examples) if data.format == "csv"
+                     else data.test_file)
+        data_files = train_file + "," + test_file
         for method in args.methods:
             for seed in args.seeds:
                 out = os.path.join(scratch, f"{method}_{seed}.json")

@@ -166,6 +166,7 @@ def build_datasets(data_cfg, task: EncodingTask, tokenizer) -> DatasetBundle:
         examples[split], counts[split] = cleaning.clean_examples(
             examples[split], data_cfg, where=f"{split} ({files[split]})", keep_all=split in UNLABELLED_OK
         )
+    examples, files = splitting.sample_train(examples, files, data_cfg, label_kind)  # data.max_examples
     examples, files = splitting.split_examples(examples, files, data_cfg, label_kind)
     label_names = _label_names(data_cfg, label_kind, examples, hint)
     if label_kind == labels.LABEL_MULTI and not label_names:
@@ -181,7 +182,7 @@ def build_datasets(data_cfg, task: EncodingTask, tokenizer) -> DatasetBundle:
     for split, split_examples in examples.items():
         where = f"{split} ({files[split]})"
         _store(bundle, split, task.encode(split_examples, tokenizer, data_cfg, label_to_id, split=split, where=where))
-        logger.info("%s: %d examples", where, len(split_examples))
+        logger.debug("%s: %d examples", where, len(split_examples))  # the run's start-up summary counts them
     return bundle
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
+from mgpt.data import compression
 from mgpt.data import labels as label_kinds
 from mgpt.data import tags as tag_schemes
 from mgpt.data.errors import DataError
@@ -52,7 +53,8 @@ def check_file(path: str) -> None:
 
 @contextlib.contextmanager
 def text_file(path: str, encoding: str, option: str = "data.encoding", newline: str | None = None) -> Iterator[TextIO]:
-    """``path`` opened for reading as ``encoding`` text (a UTF-8 byte order mark is skipped).
+    """``path`` opened for reading as ``encoding`` text (a UTF-8 byte order mark is skipped); a ``.gz``, ``.bz2``
+    or ``.xz`` file is decompressed as it is read (:mod:`mgpt.data.compression`), a damaged one fails naming it.
 
     A byte that does not decode, while the body reads, fails as one DataError naming the file, the
     line and the config option ``option`` that sets the encoding, instead of a bare UnicodeDecodeError.
@@ -62,11 +64,16 @@ def text_file(path: str, encoding: str, option: str = "data.encoding", newline: 
     except LookupError:
         raise DataError(f"{option}={encoding!r} is not a known text encoding; "
                         "expected a Python codec name such as 'utf-8' or 'latin-1'") from None
-    with open(path, encoding="utf-8-sig" if codec == "utf-8" else encoding, newline=newline) as f:
+    compressed = bool(compression.compression_of(path))  # .gz, .bz2, .xz: decompressed as it is read
+    with compression.open_text(path, "utf-8-sig" if codec == "utf-8" else encoding, newline) as f:
         try:
             yield f
         except UnicodeDecodeError as e:
             raise DataError(_decode_error(path, encoding, option, e)) from None
+        except compression.READ_ERRORS as e:
+            if not compressed:
+                raise
+            raise compression.damaged_file_error(path, e) from None
 
 
 def _decode_error(path: str, encoding: str, option: str, error: UnicodeDecodeError) -> str:
@@ -75,8 +82,7 @@ def _decode_error(path: str, encoding: str, option: str, error: UnicodeDecodeErr
     A text file decodes in chunks, so ``error`` knows neither the line nor the offset in the file:
     decoding the whole file once more finds both (only on this failure path).
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    data = compression.read_bytes(path)
     place = path
     try:
         data.decode(encoding)

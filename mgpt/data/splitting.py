@@ -65,6 +65,30 @@ def split_indices(n: int, validation_ratio: float, test_ratio: float, seed: int,
     return {name: np.sort(index) for name, index in parts.items()}
 
 
+def _stratify_labels(train: list[dict], data_cfg, label_kind: str) -> Optional[list]:
+    """The labels to stratify ``train`` by (``data.stratify``, single-label classification), else None."""
+    if data_cfg.stratify and label_kind == LABEL_STRING and all("label" in e for e in train):
+        return [e["label"] for e in train]
+    return None
+
+
+def sample_train(examples: dict[str, list[dict]], sources: dict[str, str], data_cfg, label_kind: str
+                 ) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Keep a seeded sample of ``data.max_examples`` training examples (in file order), stratified like
+    :func:`split_examples`; every split is returned as it was when train has that many or fewer."""
+    size, train = data_cfg.max_examples, examples.get("train")
+    if not size or train is None or len(train) <= size:
+        return examples, sources
+    labels = _stratify_labels(train, data_cfg, label_kind)
+    label_array = None if labels is None else np.asarray(labels, dtype=object).astype(str)
+    _, kept = _carve(np.arange(len(train)), size, data_cfg.split_seed, label_array)
+    examples, sources = dict(examples), dict(sources)
+    examples["train"] = [train[i] for i in np.sort(kept)]
+    sources["train"] = f"{sources['train']} (a sample of {size} of {len(train)}, split_seed={data_cfg.split_seed})"
+    logger.info("data.max_examples: kept a sample of %d of the %d training examples", size, len(train))
+    return examples, sources
+
+
 def split_examples(examples: dict[str, list[dict]], sources: dict[str, str], data_cfg, label_kind: str
                    ) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Carve the missing validation / test splits out of train as the data config asks.
@@ -84,11 +108,9 @@ def split_examples(examples: dict[str, list[dict]], sources: dict[str, str], dat
         return examples, sources
     if "train" not in examples:
         raise DataError(f"data.validation_ratio / data.test_ratio split the training data, but there is none "
-                        f"(set data.train_file or data.tfds_splits['train'])")
+                        "(set data.train_file or data.tfds_splits['train'])")
     train = examples["train"]
-    labels = None
-    if data_cfg.stratify and label_kind == LABEL_STRING and all("label" in e for e in train):
-        labels = [e["label"] for e in train]
+    labels = _stratify_labels(train, data_cfg, label_kind)
     parts = split_indices(len(train), wanted.get("validation", 0.0), wanted.get("test", 0.0),
                           data_cfg.split_seed, labels)
     examples, sources = dict(examples), dict(sources)

@@ -12,6 +12,7 @@ import numpy as np
 
 from mgpt import metrics, parallel
 from mgpt.train import generation_eval
+from mgpt.train.progress import progress_bar
 
 logger = logging.getLogger("mgpt")
 
@@ -28,6 +29,7 @@ def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, fl
     per_token = "labels" in batches.token_keys
     full_width = batches.arrays["input_ids"].shape[1]
     outputs, loss_sum, count = [], 0.0, 0.0
+    progress = progress_bar(run.config.train.progress_bar, len(batches), split, leave=False)
     for batch in batches.eval_batches(jax.process_index(), jax.process_count()):
         sharded = parallel.shard_batch(batch, run.mesh)
         # Every process gets every prediction (and the global weights that mark padding rows).
@@ -39,6 +41,8 @@ def run_predictions(run, params: Any, split: str) -> tuple[np.ndarray, float, fl
             pad = [(0, 0), (0, full_width - predictions.shape[1])] + [(0, 0)] * (predictions.ndim - 2)
             predictions = np.pad(predictions, pad)
         outputs.append(predictions)
+        progress.update(1)
+    progress.close()
     in_eval_order = np.concatenate(outputs, axis=0)
     in_file_order = np.empty_like(in_eval_order)
     in_file_order[batches.eval_order()] = in_eval_order

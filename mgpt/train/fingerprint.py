@@ -74,9 +74,10 @@ def run_fingerprint(config, label_names, params: Any, data_files: dict[str, str]
     data, train, model = config.data, config.train, config.model
     sources = ({split: file_digest(path) for split, path in sorted(data_files.items())} if data.format != "tfds"
                else {"tfds": data.tfds_name, "splits": dict(data.tfds_splits)})
-    # Training-time augmentation and the robust objective change the trajectory too; recorded only when set, so
-    # checkpoints written before they existed still resume.
-    augmentation = {key: getattr(data, key) for key in ("augment", "synonyms_file") if getattr(data, key)}
+    # Training-time augmentation, data.max_examples and the robust objective change the trajectory too; recorded
+    # only when set, so checkpoints written before they existed still resume.
+    augmentation = {key: getattr(data, key) for key in ("augment", "synonyms_file", "max_examples")
+                    if getattr(data, key)}
     objective = {}
     if config.robust != config_lib.RobustConfig():
         objective["robust"] = dataclasses.asdict(config.robust)

@@ -23,7 +23,8 @@ from mgpt.train import engine as engine_lib
 from mgpt.train import compile_clock, evaluation, reporting, setup
 from mgpt.train import fingerprint as fingerprint_lib
 from mgpt.train import objective as objective_lib
-from mgpt.train import preemption
+from mgpt.train import preemption, summary
+from mgpt.train.progress import progress_bar
 from mgpt.train import workdir as workdir_lib
 from mgpt.train.errors import Interrupted, NonFiniteError
 from mgpt.train.validate import validate
@@ -42,6 +43,7 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
     written, no final evaluation); running again resumes exactly where it stopped. SIGTERM or SIGINT do
     the same at the next step boundary and raise :class:`mgpt.train.errors.Interrupted`.
     """
+    started = time.perf_counter()  # the wall time of this invocation, start-up and final evaluation included
     config = validate(config)  # every config rule, before any file is opened
     parallel.initialize_distributed(config.parallel)
     enable_compilation_cache(config.train.compilation_cache_dir)
@@ -59,7 +61,7 @@ def train(config: config_lib.ExperimentConfig, workdir: str, stop_after: int | N
                 finished = loop.run(stop_after, stop)
         finally:
             loop.close()
-        return loop.finish() if finished else {}
+        return loop.finish(started) if finished else {}
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -90,8 +92,8 @@ class _Loop:
         optimizer = optim.make_optimizer(config.optimizer, self.steps, run.params, trainable_mask=run.trainable)
         objective = objective_lib.build_objective(config, run.task)
         optimizer = objective_lib.wrap_optimizer(config, optimizer)
-        log.info("parameters: %d total, %d trainable", optim.count_parameters(run.params),
-                 optim.count_parameters(run.params, run.trainable))
+        for line in summary.startup_summary(run, self.batches.steps_per_epoch, self.steps):
+            log.info("%s", line)
         self.engine = engine_lib.make_engine(config.parallel.mode, run.mesh, run.model, run.task, optimizer,
                                              config.optimizer.accumulation_steps, run.layout, objective)
         self.state = self.engine.create_state(run.params, tc.seed)
@@ -157,7 +159,7 @@ class _Loop:
         if tc.early_stopping_patience and self.meta["bad_evals"] >= tc.early_stopping_patience:
             log.info("this run already stopped early at step %d; not training further", self.start)
             return True  # a rerun of an early-stopped run only re-evaluates, as the first run ended
-        progress = _progress(tc.progress_bar and jax.process_index() == 0, self.start, self.steps)
+        progress = progress_bar(tc.progress_bar, self.steps, "train", initial=self.start)
         window = _new_window()
         pending = None  # the last step's "skipped" flag, read after the next step is dispatched (no stall)
         try:
@@ -297,8 +299,9 @@ class _Loop:
         if self.checkpoints is not None:
             self.checkpoints.save(done, self.engine.checkpoint_view(self.state), self.meta)
 
-    def finish(self) -> dict:
-        """Evaluate the best (or last) params on the final splits and write the reports and curves."""
+    def finish(self, started: float | None = None) -> dict:
+        """Evaluate the best (or last) params on the final splits and write the reports and curves; ``started``
+        (a ``time.perf_counter()``) gives the final metrics this invocation's ``wall_seconds``."""
         run, step = self.run_, self.last_step
         params = self._eval_params()
         final_from = "last"
@@ -325,6 +328,8 @@ class _Loop:
                     **{f"eval_step_compilations/{k}": v for k, v in sorted(eval_shapes.items())}}
         totals = dict(self.totals, epochs=self.totals["train_steps"] / self.batches.steps_per_epoch,
                       real_token_fraction=self.totals["real_tokens"] / max(self.totals["computed_tokens"], 1.0))
+        if started is not None:
+            totals["wall_seconds"] = time.perf_counter() - started
         writer.write("final", step, {**compiled, **totals})
         writer.close()
         if jax.process_index() == 0:
@@ -379,9 +384,3 @@ def batch_fingerprint(batch: dict) -> int:
 
 def _params_target(params: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
-
-
-def _progress(enabled: bool, start: int, total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
