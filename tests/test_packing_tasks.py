@@ -108,8 +108,11 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(family, task, tmp_path
     g_pack, s_pack, c_pack = grad_fn(params, packed, rng)
     assert float(c_pack) == float(c_pad) > 0
     np.testing.assert_allclose(float(s_pack), float(s_pad), rtol=1e-5, atol=1e-5)
-    leaves = zip(jax.tree_util.tree_leaves(g_pack), jax.tree_util.tree_leaves(g_pad))
-    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in leaves) < 1e-5
+    leaves = list(zip(jax.tree_util.tree_leaves(g_pack), jax.tree_util.tree_leaves(g_pad)))
+    # 1e-5 relative to the largest gradient entry: a regression head's summed squared error gives entries
+    # well above 1, where float32 sums taken in another order differ by more than 1e-5 absolute
+    scale = max(1.0, max(float(jnp.max(jnp.abs(b))) for _, b in leaves))
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in leaves) < 1e-5 * scale
 
 
 def test_packed_run_compiles_one_shape_and_resumes_exactly(varied, tmp_path):  # noqa: F811
