@@ -334,14 +334,21 @@ def check(config: ExperimentConfig) -> ExperimentConfig:
     return config_parse.validated(ExperimentConfig, config_parse.as_plain(config))
 
 
-def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
-    """Import an experiment file and return its ``get_config()``, each field checked."""
+def import_experiment(path: str | os.PathLike):
+    """The experiment file ``path`` imported as a module (its ``get_config()`` and any hooks it defines)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"experiment file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"mgpt_experiment_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
+    """Import an experiment file and return its ``get_config()``, each field checked."""
+    path = os.fspath(path)
+    module = import_experiment(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: an experiment file must define get_config()")
     config = module.get_config()

@@ -96,10 +96,15 @@ def sample_next(logits: jax.Array, rng: jax.Array, settings: DecodeSettings) -> 
     return jax.random.categorical(rng, filter_logits(logits, settings), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "settings"))
-def _decode(params, input_ids, attention_mask, rng, *, model, settings: DecodeSettings):
+def decode_loop(params, input_ids, attention_mask, rng, pick, *, model, steps: int, stop_tokens: Sequence[int],
+                pad_id: int) -> jax.Array:
+    """New tokens ``(B, steps)`` for LEFT-padded prompts, by the KV-cache loop (trace it inside a jit).
+
+    ``pick(logits (B, V), rng) -> (tokens (B,), rng)`` chooses each step's tokens and carries its PRNG state
+    (one key for the batch, or one per row): the one place where decoders differ. A row emits ``pad_id`` after
+    a stop token; the loop ends when every row has stopped.
+    """
     batch, prompt_len = input_ids.shape
-    steps = settings.max_new_tokens
     cache = init_cache(model.spec, batch, prompt_len + steps)
     # The mask covers every cache slot: the prompt's own, then the new tokens' (always real).
     mask = jnp.concatenate([attention_mask.astype(jnp.int32), jnp.ones((batch, steps), jnp.int32)], axis=1)
@@ -110,20 +115,20 @@ def _decode(params, input_ids, attention_mask, rng, *, model, settings: DecodeSe
 
     positions = prompt_positions(attention_mask)
     logits, cache = forward(input_ids, positions, cache)
-    stop = jnp.asarray(settings.stop_tokens or (-1,), jnp.int32)
+    stop = jnp.asarray(tuple(stop_tokens) or (-1,), jnp.int32)
     state = dict(
         step=jnp.zeros((), jnp.int32),
         cache=cache,
         logits=logits[:, -1],  # left padding: the last slot is every row's last real token
         position=positions[:, -1] + 1,
-        tokens=jnp.full((batch, steps), settings.pad_id, jnp.int32),
+        tokens=jnp.full((batch, steps), pad_id, jnp.int32),
         done=jnp.zeros((batch,), bool),
         rng=rng,
     )
 
     def body(s):
-        rng, key = jax.random.split(s["rng"])
-        token = jnp.where(s["done"], settings.pad_id, sample_next(s["logits"], key, settings))
+        token, rng = pick(s["logits"], s["rng"])
+        token = jnp.where(s["done"], pad_id, token)
         tokens = jax.lax.dynamic_update_slice(s["tokens"], token[:, None], (0, s["step"]))
         done = s["done"] | jnp.any(token[:, None] == stop[None, :], axis=-1)
         logits, cache = forward(token[:, None], s["position"][:, None], s["cache"])
@@ -134,6 +139,16 @@ def _decode(params, input_ids, attention_mask, rng, *, model, settings: DecodeSe
         return (s["step"] < steps) & ~jnp.all(s["done"])
 
     return jax.lax.while_loop(cond, body, state)["tokens"]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "settings"))
+def _decode(params, input_ids, attention_mask, rng, *, model, settings: DecodeSettings):
+    def pick(logits, rng):
+        rng, key = jax.random.split(rng)
+        return sample_next(logits, key, settings), rng
+
+    return decode_loop(params, input_ids, attention_mask, rng, pick, model=model, steps=settings.max_new_tokens,
+                       stop_tokens=settings.stop_tokens, pad_id=settings.pad_id)
 
 
 def generate_tokens(model, params: Any, input_ids, attention_mask, settings: DecodeSettings,

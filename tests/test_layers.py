@@ -3,7 +3,7 @@
 The layers, lowest first (``LAYERS``; a module belongs to the longest prefix that names it):
 
 0. foundation -- ``mgpt.config`` (with ``mgpt.config_parse``) and the modules that import nothing of mgpt
-   but the config: ``mgpt.constants``, ``mgpt.known_models``, ``mgpt.known_data`` (files that packages ship),
+   but the config: ``mgpt.constants``, ``mgpt.known_models``, ``mgpt.known_data`` (files that packages ship; known_models finds its files through it),
    ``mgpt.log_setup`` (the command's logging levels), ``mgpt.losses``, ``mgpt.metrics``,
    ``mgpt.text_metrics``, ``mgpt.optim`` (Optax from ``OptimizerConfig``), and ``mgpt.assets`` (a
    stand-alone data generator script).

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import os
 import socket
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 import uvicorn
 
 from mgpt import cli
-from mgpt.config import ConfigError
+from mgpt.config import ConfigError, import_experiment
 from mgpt.serve import server
 from mgpt.serve.app import create_app
 from mgpt.serve.assistant import Assistant
@@ -239,11 +240,8 @@ def test_the_customer_service_experiment_has_one_answer_per_banking77_intent():
 
 
 def _banking77_categories():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("banking77_intent", "experiments/banking77_intent.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    module = import_experiment(os.path.join(root, "experiments", "banking77_intent.py"))
     return f"{module.DATA}/categories.json"
 
 

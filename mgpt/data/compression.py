@@ -12,7 +12,7 @@ import gzip
 import lzma
 import os
 import zlib
-from typing import IO
+from typing import IO, Callable
 
 from mgpt.data.errors import DataError
 
@@ -24,24 +24,24 @@ COMPRESSIONS = {".gz": ("gzip", gzip.open), ".bz2": ("bzip2", bz2.open), ".xz": 
 READ_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 
 
+def _compression(path: str | os.PathLike) -> tuple[str, Callable]:
+    """``(name, open)`` of the compression ``path``'s suffix names; ``("", open)`` for a plain file."""
+    return COMPRESSIONS.get(os.path.splitext(os.fspath(path))[1].lower(), ("", open))
+
+
 def compression_of(path: str | os.PathLike) -> str:
     """The compression ``path``'s suffix names ("gzip", "bzip2", "xz"), or "" for a plain file."""
-    return COMPRESSIONS.get(os.path.splitext(os.fspath(path))[1].lower(), ("", None))[0]
+    return _compression(path)[0]
 
 
 def open_text(path: str, encoding: str, newline: str | None = None) -> IO[str]:
     """``path`` opened as text, decompressed on the fly when its suffix names a compression."""
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix in COMPRESSIONS:
-        return COMPRESSIONS[suffix][1](path, "rt", encoding=encoding, newline=newline)
-    return open(path, encoding=encoding, newline=newline)
+    return _compression(path)[1](path, "rt", encoding=encoding, newline=newline)
 
 
 def read_bytes(path: str) -> bytes:
     """The (decompressed) bytes of ``path``."""
-    suffix = os.path.splitext(path)[1].lower()
-    opener = COMPRESSIONS[suffix][1] if suffix in COMPRESSIONS else open
-    with opener(path, "rb") as f:
+    with _compression(path)[1](path, "rb") as f:
         return f.read()
 
 

@@ -18,6 +18,7 @@ import re
 import secrets
 
 import numpy as np
+from scipy.special import softmax
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -47,11 +48,6 @@ def error_body(status: int, message: str, param: str | None = None) -> JSONRespo
     kind = {401: "authentication_error", 404: "not_found_error", 503: "overloaded_error"}.get(
         status, "invalid_request_error" if status < 500 else "server_error")
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:

@@ -8,14 +8,12 @@ adds ``POST /v1/assist`` (see ``experiments/customer_service_assistant.py``).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from mgpt.config import ConfigError
+from mgpt.config import ConfigError, import_experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +64,7 @@ class Assistant:
 
 def load_assistant(experiment: str) -> Assistant | None:
     """The experiment file's ``get_assistant()``, or None when it defines none."""
-    spec = importlib.util.spec_from_file_location(f"mgpt_assistant_{abs(hash(os.path.abspath(experiment)))}",
-                                                  experiment)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_experiment(experiment)
     if not hasattr(module, "get_assistant"):
         return None
     assistant = module.get_assistant()

@@ -1,4 +1,4 @@
-"""The serving decoder: :mod:`mgpt.generate`'s KV-cache loop with the sampling settings as per-row arrays.
+"""The serving decoder: :func:`mgpt.generate.decode_loop` with the sampling settings as per-row arrays.
 
 ``mgpt generate`` compiles one program per :class:`~mgpt.generate.DecodeSettings` (they are static); a server
 whose requests each bring their own temperature, top-k and top-p would compile on every new value. Here
@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from mgpt.generate import init_cache, prompt_positions
+from mgpt.generate import decode_loop
 
 TRACES = {"decode_rows": 0}  # compilations of decode_rows (its Python body runs once per trace)
 
@@ -47,30 +47,10 @@ def decode_rows(params, input_ids, attention_mask, keys, temperature, top_k, top
     """New tokens ``(B, steps)`` for LEFT-padded prompts; ``keys`` ``(B, 2)`` seed each row's sampling.
     A row stops after a stop token (then emits ``pad_id``); the loop ends when every row has stopped."""
     TRACES["decode_rows"] += 1
-    batch, prompt_len = input_ids.shape
-    mask = jnp.concatenate([attention_mask.astype(jnp.int32), jnp.ones((batch, steps), jnp.int32)], axis=1)
 
-    def forward(ids, positions, cache):
-        return model.apply({"params": params}, ids, attention_mask=mask, position_ids=positions, cache=cache,
-                           deterministic=True)
-
-    positions = prompt_positions(attention_mask)
-    logits, cache = forward(input_ids, positions, init_cache(model.spec, batch, prompt_len + steps))
-    stop = jnp.asarray(stop_tokens or (-1,), jnp.int32)
-
-    def body(carry):
-        step, cache, last, position, tokens, done, keys = carry
+    def pick(logits, keys):  # each row splits its own key, so a row's tokens do not depend on its batch
         split = jax.vmap(jax.random.split)(keys)
-        token = next_tokens(last, split[:, 1], temperature, top_k, top_p)
-        token = jnp.where(done, pad_id, token)
-        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
-        done = done | jnp.any(token[:, None] == stop[None, :], axis=-1)
-        logits, cache = forward(token[:, None], position[:, None], cache)
-        return step + 1, cache, logits[:, 0], position + 1, tokens, done, split[:, 0]
+        return next_tokens(logits, split[:, 1], temperature, top_k, top_p), split[:, 0]
 
-    def cond(carry):
-        return (carry[0] < steps) & ~jnp.all(carry[5])
-
-    start = (jnp.zeros((), jnp.int32), cache, logits[:, -1], positions[:, -1] + 1,
-             jnp.full((batch, steps), pad_id, jnp.int32), jnp.zeros((batch,), bool), keys)
-    return jax.lax.while_loop(cond, body, start)[4]
+    return decode_loop(params, input_ids, attention_mask, keys, pick, model=model, steps=steps,
+                       stop_tokens=stop_tokens, pad_id=pad_id)

@@ -164,8 +164,7 @@ def _cell(value: Any) -> str:
         return MISSING
     if isinstance(value, float):
         return f"{value:.4g}"
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text.replace("|", "\\|")
+    return value if isinstance(value, str) else json.dumps(value)  # markdown_table escapes "|"
 
 
 def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -190,9 +189,7 @@ def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def markdown_table(comparison: dict[str, Any]) -> str:
     """The comparison table as GitHub markdown."""
     header, rows = table_rows(comparison)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return reporting.markdown_table(header, rows) + "\n"
 
 
 def curves_figure(comparison: dict[str, Any]):

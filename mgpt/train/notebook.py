@@ -49,16 +49,7 @@ def detect_runtime(mesh: Sequence[tuple[str, int]] = (("data", -1),), rules: str
     return Runtime(platform, str(jax.devices()[0].device_kind), cfg, built, dtype)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
-    """A GitHub-flavoured markdown table; floats rounded to ``digits`` places."""
-
-    def cell(value: Any) -> str:
-        text = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
-    return "\n".join(lines)
+markdown_table = reporting.markdown_table  # the notebooks' tables: one writer with mgpt compare's
 
 
 def entity_table(report: dict) -> str:

@@ -221,3 +221,15 @@ def plot_curves(workdir: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def markdown_table(header, rows, digits: int = 3) -> str:
+    """A GitHub-flavoured markdown table (no final newline); floats rounded to ``digits`` places, ``|`` escaped."""
+
+    def cell(value) -> str:
+        text = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
