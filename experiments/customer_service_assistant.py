@@ -1,12 +1,15 @@
 """Customer-service assistant: Banking77 intents (all-MiniLM-L6-v2) answered from a template per intent.
 
-    mgpt train experiments/customer_service_assistant.py --set train.num_epochs=1 --workdir runs/assistant
+    mgpt train experiments/customer_service_assistant.py --set train.num_epochs=3 \
+        --set optimizer.learning_rate=2e-4 --workdir runs/assistant
+    mgpt handoff experiments/customer_service_assistant.py --checkpoint runs/assistant --target-accuracy 0.95
     mgpt serve experiments/customer_service_assistant.py --checkpoint runs/assistant
 
 The model, data and hyperparameters of experiments/banking77_intent.py. ``get_assistant()`` is the serving
 hook: with it, ``mgpt serve`` adds ``POST /v1/assist`` ({"question": ...} -> intent, confidence, and the
 intent's answer from assets/banking77_answers.json, or a hand-off to a human agent when the model's
-probability for its top intent is below ``CONFIDENCE_THRESHOLD``).
+probability for its top intent is below the threshold: the one ``mgpt handoff`` chose on the run's validation
+split, else ``CONFIDENCE_THRESHOLD``).
 """
 
 import dataclasses

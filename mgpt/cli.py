@@ -1,4 +1,4 @@
-"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``monitor``, ``rank``, ``generate``, ``serve``, ``convert``, ``bench``.
+"""The ``mgpt`` command: ``train``, ``eval``, ``predict``, ``monitor``, ``rank``, ``handoff``, ``generate``, ``serve``, ``convert``, ``bench``.
 
 Exit statuses (also in ``mgpt --help``): see :data:`EXIT_STATUSES`.
 """
@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--positive-label", default="1", help="the label that means a click (default 1)")
     rank.add_argument("--k", type=int, nargs="+", default=[5, 10], help="cut-offs for NDCG@k and recall@k (default 5 10)")
 
+    hand = sub.add_parser("handoff", help="choose the assistant's hand-off threshold on a run's validation split: "
+                                          "the lowest confidence whose answered questions reach a target accuracy")
+    _experiment_args(hand)
+    hand.add_argument("--checkpoint", required=True, help="the classifier run's workdir, or its best/ or checkpoints/")
+    hand.add_argument("--target-accuracy", type=float, default=0.9,
+                      help="accuracy the answered questions must reach (default 0.9)")
+    hand.add_argument("--split", default="validation", help="held-out split scored (default validation)")
+    hand.add_argument("--output", help="JSON to write (default: <workdir>/handoff.json, read by mgpt serve)")
+
     gen = sub.add_parser("generate", help="generate text from prompts with a trained checkpoint or a HF model")
     _experiment_args(gen)
     source = gen.add_mutually_exclusive_group(required=True)
@@ -135,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a call waits for more requests")
     serve.add_argument("--max-new-tokens", type=int, help="generation: most tokens per completion (default: "
                                                           "task.max_new_tokens)")
+    serve.add_argument("--assist-threshold", type=float,
+                       help="/v1/assist: hand off below this confidence (default: the run's handoff.json from "
+                            "mgpt handoff, else the experiment's own threshold)")
 
     convert = sub.add_parser(
         "convert", help="Hugging Face directory <-> Orbax checkpoint of mgpt params, or to/from a GGUF file "
@@ -434,6 +446,8 @@ def _run(args, config) -> int:
         return _monitor(args, config)
     if args.command == "rank":
         return _rank(args, config)
+    if args.command == "handoff":
+        return _handoff(args, config)
     return 2
 
 
@@ -471,6 +485,17 @@ def _rank(args, config) -> int:
     if metrics is not None:
         print(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     print(f"rankings written to {args.output}")
+    return 0
+
+
+def _handoff(args, config) -> int:
+    """``mgpt handoff``: the chosen threshold written to the run's handoff.json; its coverage printed."""
+    from mgpt.apps import handoff_run
+
+    result = handoff_run.choose_handoff(config, args.checkpoint, args.target_accuracy, args.split, args.output)
+    print(f"threshold {result['threshold']:.4f}: answers {result['coverage']:.1%} of the {result['num_questions']} "
+          f"{args.split} questions at accuracy {result['accuracy']:.3f} (target {args.target_accuracy}; all "
+          f"questions {result['overall_accuracy']:.3f}); written to {result['path']}")
     return 0
 
 

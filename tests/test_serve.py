@@ -228,6 +228,39 @@ def get_assistant():
     assert load_assistant(experiment) is None  # no hook: no /v1/assist
 
 
+def test_mgpt_handoff_chooses_on_validation_and_serve_uses_it(classifier):
+    from mgpt.apps.handoff import coverage_curve
+    from mgpt.serve.assistant import Assistant
+    from mgpt.train import scoring, setup
+
+    experiment, workdir, _, _ = classifier
+    run, params, _ = setup.load_for_inference(_config(experiment), workdir)
+    probabilities = scoring.class_probabilities(run, params, "validation")
+    names = run.data.label_names
+    correct = [names[p.argmax()] == e["label"] for p, e in zip(probabilities, run.data.examples["validation"])]
+    curve = coverage_curve(probabilities.max(axis=1), correct)
+    target = max(point["accuracy"] for point in curve)  # reachable by construction
+    written = os.path.join(workdir, "handoff.json")
+    try:
+        assert cli.main(["handoff", experiment, "--checkpoint", os.path.join(workdir, "best"),
+                         "--target-accuracy", str(target)]) == 0
+        with open(written) as f:
+            chosen = json.load(f)
+        # the lowest threshold reaching the target: every lower one misses it
+        assert chosen["accuracy"] >= target and chosen["split"] == "validation"
+        assert all(p["accuracy"] < target for p in curve if p["threshold"] < chosen["threshold"])
+        assert chosen["num_questions"] == len(run.data.examples["validation"]) == 16
+        hooked = Assistant({n: n for n in names}, threshold=0.5, handoff="later")
+        args = cli.build_parser().parse_args(["serve", experiment, "--checkpoint", workdir])
+        assert server._with_threshold(hooked, args).threshold == chosen["threshold"]  # the run's file
+        args.assist_threshold = 0.25
+        assert server._with_threshold(hooked, args).threshold == 0.25  # the flag wins
+    finally:
+        os.remove(written)
+    args.assist_threshold = None
+    assert server._with_threshold(hooked, args).threshold == 0.5  # no file: the experiment's own
+
+
 def test_the_customer_service_experiment_has_one_answer_per_banking77_intent():
     from mgpt.serve.assistant import load_assistant
 

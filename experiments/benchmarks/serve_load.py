@@ -102,7 +102,8 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
     levels = [int(n) for n in args.levels.split(",")]
-    result = {"machine": f"{os.cpu_count()} CPU cores (shared)", "command": " ".join(sys.argv), "levels": levels}
+    result = {"machine": f"{os.cpu_count()} CPU cores", "load_average_before": os.getloadavg()[0],
+              "command": " ".join(sys.argv), "levels": levels}
     if args.classify:
         predictor = server.build_predictor(_config(args.classify, []), args.checkpoint, None, args.max_batch, None)
         result["classify"] = measure(predictor, "classifier", "/v1/classify",

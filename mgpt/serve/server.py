@@ -70,6 +70,19 @@ def build_predictor(config, checkpoint: str | None, model_path: str | None, max_
                      max_new_tokens=max_new_tokens or task_cfg.max_new_tokens, max_batch=max_batch, wrap_prompt=wrap)
 
 
+def _with_threshold(assistant, args):
+    """The assistant with the hand-off threshold in force: --assist-threshold, else the run's handoff.json."""
+    from mgpt.apps.handoff_run import read_threshold
+
+    threshold, source = args.assist_threshold, "--assist-threshold"
+    if threshold is None:
+        threshold, source = read_threshold(args.checkpoint), "the run's handoff.json"
+    if threshold is None:
+        threshold, source = assistant.threshold, "the experiment"
+    logger.info("assistant hands off below confidence %.4f (from %s)", threshold, source)
+    return dataclasses.replace(assistant, threshold=threshold)
+
+
 def serve(args, config) -> int:
     """Carry out ``mgpt serve``; returns the exit status."""
     import uvicorn
@@ -80,6 +93,8 @@ def serve(args, config) -> int:
     api_key = args.api_key or os.environ.get("MGPT_API_KEY") or None
     check_binding(args.host, api_key, args.insecure_no_key)  # before minutes of loading
     assistant = load_assistant(args.experiment)
+    if assistant is not None:
+        assistant = _with_threshold(assistant, args)
     predictor = build_predictor(config, args.checkpoint, args.model, args.max_batch, args.max_new_tokens)
     start = time.perf_counter()
     shapes = predictor.warm_up()
