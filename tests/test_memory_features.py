@@ -200,7 +200,7 @@ def test_compilation_cache_is_filled_then_read(tmp_path):
         loop.train(config, sys.argv[1])
         print("RESULT", json.dumps({{"hits": len(hits)}}))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1 " + os.environ.get("MGPT_TESTS_XLA_EXTRA", ""), JAX_PLATFORMS="cpu")
     results = []
     for run in ("first", "second"):
         proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], env=env, cwd=ROOT,

@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     # The kernel sees one CPU device, as on a Colab CPU runtime, not the eight simulated devices of
     # tests/conftest.py: splitting each batch eight ways on the machine's few cores only makes it slower.
+    # Nor conftest's fast compilation: here the time goes to training the real model, which it would slow down.
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     path = os.path.join(ROOT, "colab", "quickstart.ipynb")
     notebook = nbformat.read(path, as_version=4)

@@ -34,10 +34,13 @@ def _assigned(source: str) -> set[str]:
     return names
 
 
-def run_notebook(name: str, parameters: str, monkeypatch, devices: int = 1, probe: str = "") -> tuple[list, dict]:
-    """Execute ``colab/<name>`` with ``parameters`` injected; returns its code cells and the probe's values."""
+def run_notebook(name: str, parameters: str, monkeypatch, devices: int = 1, probe: str = "",
+                 fast_compile: bool = True) -> tuple[list, dict]:
+    """Execute ``colab/<name>`` with ``parameters`` injected; returns its code cells and the probe's values.
+    ``fast_compile=False`` for a notebook whose time goes to running a real model rather than compiling."""
     # One CPU device, as on a Colab CPU runtime (not the eight of tests/conftest.py), unless the mesh is the point.
-    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count={devices}")
+    extra = os.environ.get("MGPT_TESTS_XLA_EXTRA", "") if fast_compile else ""
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count={devices} {extra}".strip())
     notebook = nbformat.read(os.path.join(COLAB, name), as_version=4)
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
@@ -175,7 +178,7 @@ max_length = 32
 batch_size = 4
 max_steps = 3
 max_new_tokens = 12
-""", monkeypatch, probe='dict(before=before, after=after, gguf=from_gguf, transformers=from_transformers, '
+""", monkeypatch, fast_compile=False, probe='dict(before=before, after=after, gguf=from_gguf, transformers=from_transformers, '
                        'moved=float(max(abs(a - b).max() for a, b in zip(jax.tree_util.tree_leaves(merged), '
                        'jax.tree_util.tree_leaves(trained["base"])))), files=sorted(os.listdir(workdir)))')
     assert len(probe["before"]) == len(probe["after"]) == 2

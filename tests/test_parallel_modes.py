@@ -59,7 +59,7 @@ def _free_port():
 
 
 def _cli(experiment, workdir, devices, *overrides, process=None):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} " + os.environ.get("MGPT_TESTS_XLA_EXTRA", ""), JAX_PLATFORMS="cpu")
     command = [sys.executable, "-m", "mgpt.cli", "train", experiment, "--workdir", workdir]
     for item in COMMON + list(overrides):
         command += ["--set", item]

@@ -50,7 +50,9 @@ def test_accumulated_micro_batches_equal_one_big_batch(experiment):
         run.params, batch, rng)
     assert float(c1) == float(c4) == float(batch["example_weight"].sum())
     np.testing.assert_allclose(s1, s4, rtol=1e-6)
-    assert _tree_max_diff(g1, g4) < 1e-6
+    # float32 sums in another order: equal to rounding, relative to the largest gradient entry
+    largest = max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(g1))
+    assert _tree_max_diff(g1, g4) < 1e-6 * max(largest, 1.0)
 
     optimizer = optim.make_optimizer(config.optimizer, 10, run.params)
     mesh = parallel.make_mesh(ParallelConfig(num_devices=1))
