@@ -1,6 +1,5 @@
 """The training core: exact accumulation, one compilation, sharded == unsharded, exact resume."""
 
-import dataclasses
 import functools
 import json
 import os
