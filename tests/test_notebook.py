@@ -22,6 +22,7 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     config_cell = next(cell for cell in notebook.cells if line in cell.source)
     overrides = ["train.progress_bar=false", *synthetic_overrides()]
     config_cell.source = config_cell.source.replace(line, f"overrides = {overrides!r}")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's mkdtemp() workdir goes with the test's
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": os.path.join(ROOT, "colab")}})
     client.execute()

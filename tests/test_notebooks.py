@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import tempfile
 
 import nbformat
 import pytest
@@ -49,8 +51,13 @@ def run_notebook(name: str, parameters: str, monkeypatch, devices: int = 1, prob
     tagged[0].source += "\n# set by tests/test_notebooks.py\n" + parameters
     if probe:
         notebook.cells.append(new_code_cell(f"import json as _json\nprint({PROBE!r} + _json.dumps({probe}))"))
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": COLAB}}).execute()
+    scratch = tempfile.mkdtemp(prefix="mgpt-notebook-")  # the kernel's TMPDIR: its mkdtemp() workdirs go with it
+    monkeypatch.setenv("TMPDIR", scratch)
+    try:
+        NotebookClient(notebook, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": COLAB}}).execute()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     values = {}
     if probe:
