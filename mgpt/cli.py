@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time the real train step on synthetic batches (random weights)")
     bench.add_argument("--model", default="gpt2-small",
-                       help="gpt2-small, gpt2-medium, llama-125m, llama-1b, bert-base, or a directory with config.json")
+                       help="a size the model families declare (gpt2-small, gpt2-medium, llama-125m, llama-1b, "
+                            "smollm2-135m, bert-base, qwen3-0.6b, phi3-mini) or a directory with config.json")
     bench.add_argument("--task", default="", help="default: causal_lm for decoders, sequence_classification for encoders")
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--seq-len", type=int, default=128)

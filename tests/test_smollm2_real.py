@@ -9,8 +9,9 @@ import pytest
 import torch
 import transformers
 
+from mgpt import bench
 from mgpt.known_models import smollm2_path
-from mgpt.models import load_pretrained
+from mgpt.models import load_pretrained, make_spec
 
 TEXTS = [
     "The capital of France is",
@@ -44,6 +45,16 @@ def test_architecture_from_the_metadata(loaded):
     assert (arch.vocab_size, arch.intermediate_size, arch.rope_theta) == (49152, 1536, 100000.0)
     assert arch.tie_word_embeddings
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+
+
+def test_the_smollm2_bench_size_is_the_packaged_files_architecture(loaded):
+    """`mgpt bench --model smollm2-135m` (the GPU script's fine-tuning step) times this model's exact shapes."""
+    real = loaded[2].arch
+    sized = make_spec(bench.hf_config_for("smollm2-135m", 2048), "causal_lm").arch
+    fields = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size",
+              "activation", "rope_theta", "tie_word_embeddings")
+    assert {f: getattr(sized, f) for f in fields} == {f: getattr(real, f) for f in fields}
+    assert sized.norm_eps == pytest.approx(real.norm_eps, rel=1e-6)  # the file stores it as a float32
 
 
 def test_logits_match_transformers_gguf_loader_on_a_padded_batch(loaded):

@@ -308,6 +308,10 @@ BENCH_SIZES = {
     "llama-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                      intermediate_size=8192, vocab_size=128256, max_position_embeddings=8192,
                      tie_word_embeddings=True),
+    # SmolLM2-135M-Instruct's architecture (the packaged GGUF file's), for a fine-tuning step at random weights
+    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True),
 }
 
 FAMILY = register(decoder_family("llama", read_arch, "Llama", BENCH_SIZES))
