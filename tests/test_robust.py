@@ -488,6 +488,60 @@ def test_adversarial_step_in_a_training_run_with_accumulation_and_pmap(tmp_path)
 
 
 
+@pytest.mark.parametrize("method", ["freelb", "smart"])
+def test_adversarial_steps_under_sharding_rules_train_like_one_device(tmp_path, method):
+    """FSDP + tensor parallelism (params over data, heads over model, 4 x 2 devices): the same SGD updates as one
+    device (SMART with its Bregman anchor in the optimizer state). SMART starts from init_std 1e-2 here: from
+    its default 1e-5 the first ascent direction rests on output differences near float32 rounding, and the
+    layouts' different reduction orders move the params by ~5e-4 after two steps."""
+    from mgpt.train.engine import make_engine
+
+    base = tiny_gpt2(tmp_path / "gpt2")
+    task = get_task("sequence_classification")
+    bregman = {"smart_bregman_weight": 1.0} if method == "smart" else {}
+    config = _config(adversarial=method, epsilon=0.5, steps=2, step_size=0.3, init_std=1e-2, **bregman)
+    batches = [_batch(seed, rows=8) for seed in range(2)]
+    results = {}
+    for name, parallel_cfg in (("one", ParallelConfig(num_devices=1)),
+                               ("fsdp_tp", ParallelConfig(mesh=(("data", 4), ("model", 2)), rules="fsdp_tp"))):
+        mesh = parallel.make_mesh(parallel_cfg)
+        model, params, _, _ = mgpt.load_pretrained(base, task="sequence_classification", num_labels=3, dropout=0.0)
+        tx = objective_lib.wrap_optimizer(config, optim.make_optimizer(
+            OptimizerConfig(name="sgd", learning_rate=0.1, max_grad_norm=0.0, schedule="constant"), 2, params))
+        engine = make_engine("jit", mesh, model, task, tx, layout=parallel.make_layout(parallel_cfg, mesh, model),
+                             objective=objective_lib.build_objective(config, task))
+        state = engine.create_state(params, 0)
+        for batch in batches:
+            state, metrics = engine.step(state, batch)
+        results[name] = (jax.device_get(engine.params(state)), float(metrics["loss"]))
+    assert _max_diff(results["one"][0], results["fsdp_tp"][0]) < 1e-5
+    np.testing.assert_allclose(results["one"][1], results["fsdp_tp"][1], rtol=1e-5)
+    assert _max_diff(results["one"][0], params) > 1e-3  # it trained
+
+
+def test_adversarial_step_in_bfloat16_compute(bert):
+    """Mixed precision (bf16 compute, f32 params): epsilon 0 is still the plain step, and a real FGM gradient
+    stays close to the float32 one (perturbation norms are taken in float32)."""
+    directory = bert[0]
+    task = get_task("sequence_classification")
+    batch = _batch()
+    grads = {}
+    for dtype in ("float32", "bfloat16"):
+        model, params, _, _ = mgpt.load_pretrained(directory, task="sequence_classification", num_labels=3, seed=1,
+                                                   dtype=dtype, dropout=0.0)
+        plain = _grads(PLAIN, model, params, batch)
+        zero = _grads(objective_lib.build_objective(_config(adversarial="fgm", epsilon=0.0), task), model, params,
+                      batch)
+        assert _max_diff(plain[0], zero[0]) < EPS, dtype
+        real = _grads(objective_lib.build_objective(_config(adversarial="fgm", epsilon=1.0), task), model, params,
+                      batch)
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(real[0]))
+        assert np.isfinite(float(real[1]))
+        grads[dtype] = real[0]
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads["float32"]))
+    assert _max_diff(grads["float32"], grads["bfloat16"]) < 0.05 * scale
+
+
 @pytest.mark.parametrize("method", ["lora", "prompt"])
 def test_adversarial_steps_under_peft(tmp_path, method):
     """FGM on a PEFT model: epsilon 0 is the plain PEFT step; prompt tuning's virtual tokens are never perturbed
