@@ -137,6 +137,9 @@ class DataConfig:
     # classification: label_replace, mention_replace, segment_shuffle (tags stay aligned). Embedding ops, in the
     # train step: token_cutoff, span_cutoff (see robust.cutoff_consistency).
     augment: tuple[str, ...] = ()
+    # Each training example is augmented at a step with this probability and otherwise seen as it is (EDA trains
+    # on the originals beside their augmented copies); the draw is seeded like the ops, by (seed, step, example).
+    augment_probability: Annotated[Float, Gt(0), Le(1)] = 1.0
     synonyms_file: str = ""  # one line per group: words that may replace each other, separated by spaces or commas
 
 

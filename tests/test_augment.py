@@ -216,6 +216,10 @@ def test_validate_checks_augmentation_before_any_io():
     with pytest.raises(ConfigError, match="label_replace needs word tags"):
         validate(with_(**{"data.augment": "('label_replace:0.1',)"}))
     validate(with_(**{"data.augment": "('token_cutoff:0.1',)", "data.pack": "true"}))  # embedding ops: fine
+    with pytest.raises(ConfigError, match=r"data.augment_probability=0.5: .* has none; expected 1.0"):
+        validate(with_(**{"data.augment": "('token_cutoff:0.1',)", "data.augment_probability": "0.5"}))
+    with pytest.raises(ConfigError, match="data.augment_probability"):
+        validate(with_(**{"data.augment": "('char:0.1',)", "data.augment_probability": "0"}))
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -253,6 +257,35 @@ def test_augmented_batches_are_pure_bucketed_and_split_across_processes(experime
         for key in b:
             np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), b[key])
     assert run.augmenter.examples_at([0], 1) != run.augmenter.examples_at([0], 7)  # each step augments afresh
+
+
+def test_augment_probability_keeps_the_other_examples_as_they_are(experiment):
+    """data.augment_probability=p: about p of the examples of a step are augmented, exactly as at p=1 (the same
+    draws), the rest left as they are; which ones is a pure function of (seed, step, example)."""
+    always = setup.build_run(_config(experiment, AUGMENT)).augmenter
+    half = setup.build_run(_config(experiment, AUGMENT, "data.augment_probability=0.5")).augmenter
+    indices = np.arange(len(half.examples))
+    chosen = []
+    for step in range(6):
+        ours, full = half.examples_at(indices, step), always.examples_at(indices, step)
+        assert ours == half.examples_at(indices, step)  # pure
+        for i, (mine, augmented, original) in enumerate(zip(ours, full, half.examples)):
+            picked = augment.augmented_at(half.seed, step, i, 0.5)
+            assert mine == (augmented if picked else original)
+            chosen.append(picked)
+    assert 0.4 < np.mean(chosen) < 0.6, np.mean(chosen)  # 6 steps x the training examples
+    assert all(augment.augmented_at(3, step, 5, 1.0) for step in range(20))
+
+
+def test_augment_probability_is_part_of_the_resume_fingerprint_only_when_set(experiment):
+    from mgpt.train.fingerprint import run_fingerprint
+
+    def data_part(*overrides):
+        config = _config(experiment, *overrides)
+        return run_fingerprint(config, ["neg", "pos"], {"w": np.zeros(2, np.float32)}, {})["data"]
+
+    assert "augment_probability" not in data_part(AUGMENT)  # checkpoints written before it existed still resume
+    assert data_part(AUGMENT, "data.augment_probability=0.5")["augment_probability"] == 0.5
 
 
 def test_token_classification_batches_keep_one_label_per_word(tmp_path):

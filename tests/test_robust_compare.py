@@ -24,7 +24,7 @@ def _load_benchmark():
 
 bench = _load_benchmark()
 TAGGING_ONLY = {"tag_augment"}  # Dai & Adel's operations exist for token classification only
-TEXT_ONLY = {"eda"}  # word moves would break the tags, so the tagging setting leaves them out
+TEXT_ONLY = {"eda", "eda_half"}  # word moves would break the tags, so the tagging setting leaves them out
 
 
 @pytest.mark.parametrize("setting", sorted(bench.SETTINGS))

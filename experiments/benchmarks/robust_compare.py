@@ -39,6 +39,8 @@ METHODS = {  # in the order they run (most asked-for first)
     "rdrop": ["robust.rdrop_alpha=1.0"],
     "typos": ["data.augment=[char:0.05]"],
     "eda": ["data.augment=[swap:0.1,delete:0.1]"],
+    "typos_half": ["data.augment=[char:0.05]", "data.augment_probability=0.5"],
+    "eda_half": ["data.augment=[swap:0.1,delete:0.1]", "data.augment_probability=0.5"],
     "cutoff": ["data.augment=[span_cutoff:0.1]", "robust.cutoff_consistency=1.0"],
     "label_smoothing": ["task.label_smoothing=0.1"],
     "llrd": ["optimizer.layer_lr_decay=0.9"],

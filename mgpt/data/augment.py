@@ -51,6 +51,7 @@ ALL_OPS = TEXT_OPS + TAG_OPS + EMBEDDING_OPS
 PERTURBATION_SEED = 0
 # Mixed into the seeds so augmentation streams differ from every other use of (seed, step).
 TRAIN_SALT = 0x617567
+CHOICE_SALT = 0x636877  # whether an example is augmented at a step (data.augment_probability)
 EVAL_SALT = 0x657661
 
 _KEYBOARD = ("1234567890", "qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -219,6 +220,14 @@ def build_pools(train_examples: Sequence[dict] = (), synonyms_file: str = "", en
 def example_rng(seed: int, step: int, index: int) -> np.random.Generator:
     """The Generator that augments example ``index`` of the training split at ``step``."""
     return np.random.default_rng([int(seed) % 2**64, int(step), int(index), TRAIN_SALT])
+
+
+def augmented_at(seed: int, step: int, index: int, probability: float) -> bool:
+    """Whether example ``index`` is augmented at ``step`` (``data.augment_probability``): a draw of its own
+    Generator, so the ops' random choices are those of :func:`example_rng` whatever the probability."""
+    if probability >= 1.0:
+        return True
+    return bool(np.random.default_rng([int(seed) % 2**64, int(step), int(index), CHOICE_SALT]).random() < probability)
 
 
 def _count(expected: float, rng: np.random.Generator) -> int:

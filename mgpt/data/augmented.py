@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from mgpt.data import dataset
-from mgpt.data.augment import (PERTURBATION_SEED, Op, Pools, augment_example, build_pools, example_rng,
-                               perturb_split, text_columns, text_ops)
+from mgpt.data.augment import (PERTURBATION_SEED, Op, Pools, augment_example, augmented_at, build_pools,
+                               example_rng, perturb_split, text_columns, text_ops)
 from mgpt.data.errors import DataError
 
 logger = logging.getLogger("mgpt")
@@ -40,14 +40,17 @@ class Augmenter:
     ``encode`` (a list of examples -> mgpt.data.encode.Encoded), for :class:`mgpt.data.batching.AugmentedBatches`."""
 
     def __init__(self, examples: Sequence[dict], ops: Sequence[Op], pools: Pools, seed: int,
-                 encode: Callable[[list[dict]], object], columns: Sequence[str] = ("text", "text_pair")):
+                 encode: Callable[[list[dict]], object], columns: Sequence[str] = ("text", "text_pair"),
+                 probability: float = 1.0):
         self.examples, self.ops, self.pools, self.seed = examples, tuple(ops), pools, int(seed)
-        self.encode, self.columns = encode, tuple(columns)
+        self.encode, self.columns, self.probability = encode, tuple(columns), float(probability)
 
     def examples_at(self, indices: np.ndarray, step: int) -> list[dict]:
-        """The augmented examples ``indices`` of ``step``."""
+        """The examples ``indices`` of ``step``: augmented, or as they are (``probability`` < 1)."""
         return [augment_example(self.examples[int(i)], self.ops, example_rng(self.seed, step, int(i)), self.pools,
-                                self.columns) for i in indices]
+                                self.columns)
+                if augmented_at(self.seed, step, int(i), self.probability) else self.examples[int(i)]
+                for i in indices]
 
     def __call__(self, indices: np.ndarray, step: int) -> dict[str, np.ndarray]:
         with _quiet():
@@ -73,8 +76,9 @@ def train_augmenter(data_cfg, seed: int, task, tokenizer, bundle) -> Augmenter |
     def encode(batch: list[dict]):
         return task.encode(batch, tokenizer, data_cfg, label_to_id, split="train", where="train (augmented)")
 
-    logger.info("training examples augmented on the fly: %s", ", ".join(op.spec for op in ops))
-    return Augmenter(examples, ops, pools, seed, encode, text_columns(bundle.label_kind))
+    share = "" if data_cfg.augment_probability >= 1.0 else f" (each with probability {data_cfg.augment_probability})"
+    logger.info("training examples augmented on the fly: %s%s", ", ".join(op.spec for op in ops), share)
+    return Augmenter(examples, ops, pools, seed, encode, text_columns(bundle.label_kind), data_cfg.augment_probability)
 
 
 def add_perturbed_splits(bundle, specs: Sequence[str], splits: Iterable[str], task, tokenizer, data_cfg,

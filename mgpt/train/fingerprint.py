@@ -78,6 +78,8 @@ def run_fingerprint(config, label_names, params: Any, data_files: dict[str, str]
     # only when set, so checkpoints written before they existed still resume.
     augmentation = {key: getattr(data, key) for key in ("augment", "synonyms_file", "max_examples")
                     if getattr(data, key)}
+    if data.augment and data.augment_probability != 1.0:
+        augmentation["augment_probability"] = data.augment_probability
     objective = {}
     if config.robust != config_lib.RobustConfig():
         objective["robust"] = dataclasses.asdict(config.robust)

@@ -268,6 +268,9 @@ def _check_augmentation(config: ExperimentConfig) -> None:
         _fail(key, getattr(data, key.split(".")[1]), f"data.augment re-encodes one row per training example "
               f"({', '.join(op.spec for op in changes)}); expected {'false' if data.pack else 0} with text or "
               "token ops in data.augment")
+    if data.augment_probability < 1.0 and not changes:
+        _fail("data.augment_probability", data.augment_probability, "it chooses which training examples the text or "
+              f"token ops of data.augment rewrite, and data.augment={tuple(data.augment)} has none; expected 1.0")
     if data.format == "chat":
         for key, specs in (("data.augment", changes), ("train.eval_perturbations", config.train.eval_perturbations)):
             if specs:
