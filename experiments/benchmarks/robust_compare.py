@@ -5,10 +5,10 @@
     python experiments/benchmarks/robust_compare.py --methods plain fgm --set train.max_steps=3   # a smoke run
 
 all-MiniLM-L6-v2 on Banking77 (experiments/banking77_intent.py): ``fewshot`` trains on 10 queries per intent
-(drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs), ``full``
-on the whole training file (2 epochs); ``smollm2_fewshot`` trains SmolLM2-135M-Instruct with LoRA
-(experiments/smollm2_banking77_lora.py, 3 epochs of batch 16) on the same few-shot file. Every run evaluates
-the official test split (or a seeded subset of ``--test-examples`` of its 3080 queries, the same for every
+(drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs at a
+learning rate of 1e-3), ``full`` on the whole training file (2 epochs); ``smollm2_fewshot`` trains
+SmolLM2-135M-Instruct with LoRA (experiments/smollm2_banking77_lora.py, 3 epochs of batch 16) on the same
+few-shot file. Every run evaluates the official test split (or a seeded subset of ``--test-examples`` of its 3080 queries, the same for every
 run) clean and perturbed
 (``train.eval_perturbations``: typos at 5% and 10% of characters, 10% of words deleted). ``wnut17`` trains
 experiments/wnut17_minilm.py as it is (3 epochs, best dev epoch) and scores test entity F1 clean and with typos
@@ -65,7 +65,10 @@ class Setting:
 
 _BANKING77_PERTURBATIONS = ("char:0.05", "char:0.1", "delete:0.1")
 SETTINGS = {
-    "fewshot": Setting("banking77_intent.py", ("train.num_epochs=5",), _BANKING77_PERTURBATIONS, "accuracy", True),
+    # 110 steps at the experiment's 1e-4 left every method under-trained (test loss ~3.7 against ln 77 = 4.34 for
+    # a uniform guess; plain 0.507 accuracy): few-shot trains at 1e-3 (plain seed 0: loss 1.35, accuracy 0.738).
+    "fewshot": Setting("banking77_intent.py", ("train.num_epochs=5", "optimizer.learning_rate=1e-3"),
+                       _BANKING77_PERTURBATIONS, "accuracy", True),
     "full": Setting("banking77_intent.py", ("train.num_epochs=2",), _BANKING77_PERTURBATIONS, "accuracy"),
     "wnut17": Setting("wnut17_minilm.py", (), ("char:0.05", "char:0.1"), "f1"),
     # the decoder: SmolLM2-135M-Instruct + LoRA on the same 10 queries per intent and the same test subset
