@@ -144,7 +144,8 @@ def test_scan_layout_and_blockers():
 
 def test_bench_sizes_are_declared_by_their_families():
     sizes = bench.named_sizes()
-    assert set(sizes) == {"gpt2-small", "gpt2-medium", "llama-125m", "llama-1b", "smollm2-135m", "bert-base", "qwen3-0.6b", "phi3-mini"}
+    assert set(sizes) == {"gpt2-small", "gpt2-medium", "llama-125m", "llama-1b", "smollm2-135m", "bert-base",
+                          "qwen3-0.6b", "phi3-mini"}
     for name, (owner, _) in sizes.items():
         config = bench.hf_config_for(name, 128)
         assert config.model_type == owner and name in get_family(owner).bench_sizes

@@ -529,6 +529,8 @@ def test_adversarial_step_in_bfloat16_compute(bert):
     for dtype in ("float32", "bfloat16"):
         model, params, _, _ = mgpt.load_pretrained(directory, task="sequence_classification", num_labels=3, seed=1,
                                                    dtype=dtype, dropout=0.0)
+        logits = forward(model, params, batch, deterministic=True)  # float32 out; in bf16, bf16 values
+        assert bool(jnp.all(logits.astype(jnp.bfloat16).astype(jnp.float32) == logits)) == (dtype == "bfloat16")
         plain = _grads(PLAIN, model, params, batch)
         zero = _grads(objective_lib.build_objective(_config(adversarial="fgm", epsilon=0.0), task), model, params,
                       batch)

@@ -8,8 +8,8 @@ all-MiniLM-L6-v2 on Banking77 (experiments/banking77_intent.py): ``fewshot`` tra
 (drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs at a
 learning rate of 1e-3), ``full`` on the whole training file (2 epochs); ``smollm2_fewshot`` trains
 SmolLM2-135M-Instruct with LoRA (experiments/smollm2_banking77_lora.py, 3 epochs of batch 16) on the same
-few-shot file. Every run evaluates the official test split (or a seeded subset of ``--test-examples`` of its 3080 queries, the same for every
-run) clean and perturbed
+few-shot file. Every run evaluates the official test split (or a seeded subset of ``--test-examples`` of its
+3080 queries, the same for every run) clean and perturbed
 (``train.eval_perturbations``: typos at 5% and 10% of characters, 10% of words deleted). ``wnut17`` trains
 experiments/wnut17_minilm.py as it is (3 epochs, best dev epoch) and scores test entity F1 clean and with typos
 at 5% and 10% (word deletion would break the tags, so it is not a perturbation there); its ``tag_augment``
