@@ -74,3 +74,29 @@ def test_table_reports_mean_and_sample_deviation_and_cost_against_plain():
     sd = statistics.stdev([0.50, 0.54])
     assert lines[2] == f"| plain | 2 | 0.520 ± {sd:.3f} | 0.420 ± {sd:.3f} | - | - | 1.100 | 1.00x |"
     assert lines[3] == "| fgm | 1 | 0.490 ± 0.000 | 0.430 ± 0.000 | - | - | 2.200 | 2.00x |"
+
+
+def _rows_file(path, rows):
+    import json
+
+    with open(path, "w") as f:
+        json.dump(rows, f)
+    return str(path)
+
+
+def test_combine_merges_parts_in_order_and_refuses_a_repeated_run_or_a_second_setting(tmp_path):
+    plain = {"method": "plain", "seed": 0, "setting": "full", "seconds_per_step": 1.0, "test/accuracy": 0.9}
+    part1 = _rows_file(tmp_path / "a.json", [plain])
+    part2 = _rows_file(tmp_path / "b.json", [dict(plain, seed=1, **{"test/accuracy": 0.8}),
+                                             dict(plain, method="rdrop", seconds_per_step=2.0)])
+    rows = bench.combine([part1, part2])
+    assert [(r["method"], r["seed"]) for r in rows] == [("plain", 0), ("plain", 1), ("rdrop", 0)]
+    output = tmp_path / "all.json"
+    table = bench._write(rows, str(output))
+    assert table.splitlines()[3].startswith("| rdrop | 1 | 0.900 ± 0.000 |") and table.endswith("| 2.00x |")
+    assert (tmp_path / "all.md").read_text() == table + "\n"
+    with pytest.raises(SystemExit, match=r"b\.json: plain seed 1 is already in .*b\.json"):
+        bench.combine([part1, part2, part2])
+    other = _rows_file(tmp_path / "c.json", [dict(plain, setting="fewshot", seed=5)])
+    with pytest.raises(SystemExit, match=r"c\.json: setting 'fewshot'.*combine one setting at a time"):
+        bench.combine([part1, other])
