@@ -7,7 +7,7 @@
 
 all-MiniLM-L6-v2 on Banking77 (experiments/banking77_intent.py): ``fewshot`` trains on 10 queries per intent
 (drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs at a
-learning rate of 1e-3), ``full`` on the whole training file (2 epochs, batches of like lengths);
+learning rate of 1e-3), ``full`` on the whole training file (2 epochs at 1e-3, batches of like lengths);
 ``smollm2_fewshot`` trains SmolLM2-135M-Instruct with LoRA (experiments/smollm2_banking77_lora.py, 3 epochs of
 batch 16) on the same few-shot file. Every run evaluates the official test split (or a seeded subset of
 ``--test-examples`` of its 3080 queries, the same for every run) clean and perturbed
@@ -74,9 +74,10 @@ SETTINGS = {
     "fewshot": Setting("banking77_intent.py", ("train.num_epochs=5", "optimizer.learning_rate=1e-3"),
                        _BANKING77_PERTURBATIONS, "accuracy", True),
     # batches of like lengths (transformers' group_by_length): padded rows were 70% of the tokens computed, which
-    # made a run of the full set 2-3x longer on 2 cores
-    "full": Setting("banking77_intent.py", ("train.num_epochs=2", "data.group_by_length=true"),
-                    _BANKING77_PERTURBATIONS, "accuracy"),
+    # made a run of the full set 2-3x longer on 2 cores. At the experiment's 1e-4, 2 epochs left plain at 0.698
+    # test accuracy (seed 0), far below what the model reaches: the same 1e-3 as the few-shot setting.
+    "full": Setting("banking77_intent.py", ("train.num_epochs=2", "optimizer.learning_rate=1e-3",
+                                            "data.group_by_length=true"), _BANKING77_PERTURBATIONS, "accuracy"),
     "wnut17": Setting("wnut17_minilm.py", ("data.group_by_length=true",), ("char:0.05", "char:0.1"), "f1"),
     # the decoder: SmolLM2-135M-Instruct + LoRA on the same 10 queries per intent and the same test subset
     "smollm2_fewshot": Setting("smollm2_banking77_lora.py", ("train.num_epochs=3",), _BANKING77_PERTURBATIONS,
