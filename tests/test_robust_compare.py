@@ -3,6 +3,7 @@ few-shot file holds exactly k rows per label, and the table's means, deviations 
 
 import csv
 import importlib.util
+import json
 import os
 import statistics
 
@@ -77,8 +78,6 @@ def test_table_reports_mean_and_sample_deviation_and_cost_against_plain():
 
 
 def _rows_file(path, rows):
-    import json
-
     with open(path, "w") as f:
         json.dump(rows, f)
     return str(path)

@@ -9,8 +9,8 @@ all-MiniLM-L6-v2 on Banking77 (experiments/banking77_intent.py): ``fewshot`` tra
 (drawn once, seed 0, written to a temporary CSV; 10% of them held out for model selection; 5 epochs at a
 learning rate of 1e-3), ``full`` on the whole training file (2 epochs at 1e-3, batches of like lengths);
 ``smollm2_fewshot`` trains SmolLM2-135M-Instruct with LoRA (experiments/smollm2_banking77_lora.py, 3 epochs of
-batch 16, batches of like lengths) on the same few-shot file. Every run evaluates the official test split (or a seeded subset of
-``--test-examples`` of its 3080 queries, the same for every run) clean and perturbed
+batch 16, batches of like lengths) on the same few-shot file. Every run evaluates the official test split (or a
+seeded subset of ``--test-examples`` of its 3080 queries, the same for every run) clean and perturbed
 (``train.eval_perturbations``: typos at 5% and 10% of characters, 10% of words deleted). ``wnut17`` trains
 experiments/wnut17_minilm.py (3 epochs, best dev epoch; batches of like lengths) and scores test entity F1
 clean and with typos at 5% and 10% (word deletion would break the tags, so it is not a perturbation there); its
@@ -224,7 +224,7 @@ def main():
 def combine(paths: list) -> list:
     """The rows of several earlier outputs (comparisons run in parts), in file order; one setting, one row per
     method and seed."""
-    rows, origin = [], {}
+    rows, origin = [], {}  # origin: (method, seed) -> the file it came from
     for path in paths:
         with open(path) as f:
             for row in json.load(f):
@@ -232,8 +232,10 @@ def combine(paths: list) -> list:
                 if key in origin:
                     raise SystemExit(f"{path}: {row['method']} seed {row['seed']} is already in {origin[key]}")
                 if rows and row["setting"] != rows[0]["setting"]:
-                    raise SystemExit(f"{path}: setting {row['setting']!r}, but {origin[next(iter(origin))]} "
-                                     f"holds {rows[0]['setting']!r}; combine one setting at a time")
+                    first = rows[0]
+                    holder = origin[first["method"], first["seed"]]
+                    raise SystemExit(f"{path}: setting {row['setting']!r}, but {holder} holds {first['setting']!r}; "
+                                     "combine one setting at a time")
                 origin[key] = path
                 rows.append(row)
     return rows
