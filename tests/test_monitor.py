@@ -264,13 +264,18 @@ def test_monitor_command_alerts_at_the_surge(sentiment_run, tmp_path, capsys):
                      "--baseline-periods", "3", "--min-items", "5"]) == 0
     with open(os.path.join(output, "monitor.json")) as f:
         report = json.load(f)
-    assert [(a["period"], a["topic"]) for a in report["alerts"]] == [("2024-03-05", "banks")]
-    assert report["alerts"][0]["share"] == 0.8 and report["alerts"][0]["baseline"] == pytest.approx(0.1)
     items = _read_items(output)
-    texts = [item["text"] for item in items]
-    assert [item["sentiment"] for item in items] == _predict(experiment, workdir, texts, tmp_path) == truth
+    predicted = _predict(experiment, workdir, [item["text"] for item in items], tmp_path)
+    assert [item["sentiment"] for item in items] == predicted
+    # The tiny model is good, not perfect (its few errors move with the XLA version), so the shares are
+    # counted by hand from its own predictions: items are 10 a day per topic, banks first.
+    assert sum(p == t for p, t in zip(predicted, truth)) >= 0.9 * len(truth)  # chance is a third
+    banks = [predicted[day * 20:day * 20 + 10].count("negative") / 10 for day in range(6)]
+    assert [(a["period"], a["topic"]) for a in report["alerts"]] == [("2024-03-05", "banks")]
+    assert report["alerts"][0]["share"] == pytest.approx(banks[4]) and banks[4] >= 0.7
+    assert report["alerts"][0]["baseline"] == pytest.approx(sum(banks[1:4]) / 3)
     assert os.path.getsize(os.path.join(output, "monitor_timeline.png")) > 0
-    assert "alert: 2024-03-05 banks: negative share 0.80" in capsys.readouterr().out
+    assert f"alert: 2024-03-05 banks: negative share {banks[4]:.2f}" in capsys.readouterr().out
 
 
 def test_lines_without_topic_get_the_topic_models_label(sentiment_run, tmp_path, capsys):
