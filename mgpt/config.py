@@ -190,6 +190,9 @@ class OptimizerConfig:
     l2_sp: NonNegativeFloat = 0.0
     # Exponential moving average of the weights (kept in the optimizer state); 0: off. See train.eval_ema.
     ema_decay: Ratio = 0.0
+    # Warm the average up: update t uses min(ema_decay, (1 + t) / (10 + t)) (TensorFlow's num_updates rule), so a
+    # short run's average is not made mostly of the starting weights and the untrained head.
+    ema_warmup: Bool = False
 
 
 @_section

@@ -150,7 +150,7 @@ def _with_regularizers(update: optax.GradientTransformation, cfg: OptimizerConfi
     if cfg.layer_lr_decay < 1:
         chain.append(scale_by_tree(layer_lr_factors(params, cfg.layer_lr_decay)))
     if cfg.ema_decay > 0:
-        ema = ema_of_params(cfg.ema_decay)
+        ema = ema_of_params(cfg.ema_decay, warmup=cfg.ema_warmup)
         chain.append(ema if trainable_mask is None else optax.masked(ema, trained))
     return update if len(chain) == 1 else optax.chain(*chain)
 
@@ -287,28 +287,41 @@ def l2_sp(rate: float, schedule: optax.Schedule) -> optax.GradientTransformation
 
 class EmaState(NamedTuple):
     ema: Any  # the average, float32 at least (a bfloat16 average would lose the small (1 - d) increments)
+    count: Any = None  # updates averaged so far, kept only with the warm-up (None adds no leaf: same layout)
 
 
 def _ema_dtype(dtype) -> Any:
     return jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else dtype
 
 
-def ema_of_params(decay: float) -> optax.GradientTransformation:
-    """Keep ``ema = decay * ema + (1 - decay) * new_params`` in the state, ``new_params`` being the params after
-    this update (``optax.apply_updates(params, updates)``); initialised to the params. Updates pass unchanged, so
-    it belongs at the end of the chain."""
+def ema_warmup_decay(decay: float, count: jax.Array) -> jax.Array:
+    """The decay of update number ``count`` (1-based) with the warm-up: ``min(decay, (1 + count) / (10 + count))``,
+    the schedule of TensorFlow's ``ExponentialMovingAverage(num_updates=...)``. Early updates weigh the new params
+    heavily, so the average leaves the starting weights (and a fresh head's random init) within a few steps."""
+    count = jnp.asarray(count, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + count) / (10.0 + count))
+
+
+def ema_of_params(decay: float, warmup: bool = False) -> optax.GradientTransformation:
+    """Keep ``ema = d * ema + (1 - d) * new_params`` in the state, ``new_params`` being the params after this
+    update (``optax.apply_updates(params, updates)``); initialised to the params. ``d`` is ``decay``, or with
+    ``warmup`` :func:`ema_warmup_decay` of the update's number. Updates pass unchanged, so it belongs at the end
+    of the chain."""
 
     def init(params):
-        return EmaState(jax.tree_util.tree_map(lambda p: jnp.array(p, dtype=_ema_dtype(jnp.result_type(p)),
-                                                                    copy=True), params))
+        ema = jax.tree_util.tree_map(lambda p: jnp.array(p, dtype=_ema_dtype(jnp.result_type(p)), copy=True),
+                                     params)
+        return EmaState(ema, jnp.zeros([], jnp.int32) if warmup else None)
 
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("the weight average (optimizer.ema_decay) needs the params in optimizer.update")
         new_params = optax.apply_updates(params, updates)
-        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p.astype(e.dtype), state.ema,
-                                     new_params)
-        return updates, EmaState(ema)
+        count = None if state.count is None else optax.safe_increment(state.count)
+        d = decay if count is None else ema_warmup_decay(decay, count)
+        ema = jax.tree_util.tree_map(lambda e, p: (d * e + (1.0 - d) * p.astype(e.dtype)).astype(e.dtype),
+                                     state.ema, new_params)
+        return updates, EmaState(ema, count)
 
     return optax.GradientTransformation(init, update)
 

@@ -20,10 +20,12 @@ from mgpt.train import engine as engine_lib
 from mgpt.train import evaluation, loop, reporting, setup
 from mgpt.train import state as state_lib
 from mgpt.train.step import apply_gradients
+from mgpt.train.validate import validate
 
 import family_checkpoints
 from fixtures_tiny import tiny_bert, tiny_gpt2, write_classification_experiment
 
+optim_is_ema = lambda node: isinstance(node, optim.EmaState)  # noqa: E731
 D = 0.5  # layer_lr_decay in the factor tests: distinct powers per layer
 
 
@@ -184,10 +186,9 @@ def _config(experiment, *overrides):
     return config_lib.apply_overrides(config_lib.load_experiment(experiment), list(overrides))
 
 
-def test_l2_sp_keeps_the_pretrained_anchor_across_a_resume(experiment, tmp_path):
-    """Resume as the loop does (Checkpoints.save of the engine's state, restore onto engine.restore_target): the
-    resumed run pulls toward the same theta0 and ends bitwise where the uninterrupted one does."""
-    config = _config(experiment, "optimizer.l2_sp=2.0", "optimizer.weight_decay=0", "parallel.num_devices=1")
+def _straight_and_resumed(config, tmp_path):
+    """Four steps straight, and two steps, a checkpoint, a restore and two more, resumed as the loop does
+    (Checkpoints.save of the engine's state, restore onto engine.restore_target); both final states and the run."""
     run = setup.build_run(config)
     engine = engine_lib.make_engine("jit", run.mesh, run.model, run.task,
                                     optim.make_optimizer(config.optimizer, 4, run.params), layout=run.layout)
@@ -206,7 +207,13 @@ def test_l2_sp_keeps_the_pretrained_anchor_across_a_resume(experiment, tmp_path)
         restored, _ = checkpoints.restore(engine.restore_target(run.params, 0))
     finally:
         checkpoints.close()
-    resumed = jax.device_get(train(engine.from_checkpoint(restored), range(2, 4)))
+    return run, straight, jax.device_get(train(engine.from_checkpoint(restored), range(2, 4)))
+
+
+def test_l2_sp_keeps_the_pretrained_anchor_across_a_resume(experiment, tmp_path):
+    """The resumed run pulls toward the same theta0 and ends bitwise where the uninterrupted one does."""
+    config = _config(experiment, "optimizer.l2_sp=2.0", "optimizer.weight_decay=0", "parallel.num_devices=1")
+    run, straight, resumed = _straight_and_resumed(config, tmp_path)
     for x, y in zip(jax.tree_util.tree_leaves(straight["params"]), jax.tree_util.tree_leaves(resumed["params"])):
         np.testing.assert_array_equal(x, y)
     is_l2_sp = lambda node: isinstance(node, optim.L2SPState)  # noqa: E731
@@ -223,11 +230,11 @@ def test_l2_sp_keeps_the_pretrained_anchor_across_a_resume(experiment, tmp_path)
 # ------------------------------------------------------------------------------------------------ EMA
 
 
-@pytest.mark.parametrize("trainable", ["all", "head/|h_1/"])
-def test_ema_is_the_recursion_over_the_params_and_skips_nonfinite_steps(checkpoints, trainable):
+@pytest.mark.parametrize("trainable,warmup", [("all", False), ("head/|h_1/", False), ("head/|h_1/", True)])
+def test_ema_is_the_recursion_over_the_params_and_skips_nonfinite_steps(checkpoints, trainable, warmup):
     _, params, _ = _model(checkpoints, "gpt2")
     mask = None if trainable == "all" else optim.trainable_mask(params, trainable)
-    cfg = OptimizerConfig(name="adamw", learning_rate=0.05, schedule="constant", ema_decay=0.6)
+    cfg = OptimizerConfig(name="adamw", learning_rate=0.05, schedule="constant", ema_decay=0.6, ema_warmup=warmup)
     optimizer = optim.make_optimizer(cfg, 10, params, trainable_mask=mask)
     state = jax.jit(lambda p: state_lib.init_state(p, optimizer, 0))(params)
     # the update half of the train step: summed gradients in, new params and optimizer state out
@@ -237,7 +244,9 @@ def test_ema_is_the_recursion_over_the_params_and_skips_nonfinite_steps(checkpoi
     for i in range(4):
         state, metrics = apply(state, _random_like(params, 10 + i), one, count)
         assert float(metrics["nonfinite"]) == 0.0
-        expected = jax.tree_util.tree_map(lambda e, p: 0.6 * e + 0.4 * np.asarray(p, np.float64), expected,
+        # with the warm-up, update t (1-based) decays by min(0.6, (1 + t) / (10 + t)): 2/11, 3/12, 4/13, 5/14
+        d = min(0.6, (2 + i) / (11 + i)) if warmup else 0.6
+        expected = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * np.asarray(p, np.float64), expected,
                                           jax.device_get(state["params"]))
     ema = jax.device_get(optim.ema_params(state["opt_state"], state["params"]))
     for key, value in _flat(ema).items():
@@ -251,8 +260,26 @@ def test_ema_is_the_recursion_over_the_params_and_skips_nonfinite_steps(checkpoi
     assert float(metrics["nonfinite"]) == 1.0
     for key, value in _flat(jax.device_get(optim.ema_params(skipped["opt_state"], skipped["params"]))).items():
         np.testing.assert_array_equal(value, _flat(ema)[key], err_msg=key)
+    counts = [node.count for node in jax.tree_util.tree_leaves(skipped["opt_state"], is_leaf=optim_is_ema)
+              if optim_is_ema(node)]
+    assert counts == ([4] if warmup else [None])  # the skipped step is not counted; no count without the warm-up
     plain = optim.make_optimizer(dataclasses.replace(cfg, ema_decay=0.0), 10, params, trainable_mask=mask)
     assert optim.ema_params(plain.init(params), params) is None  # ema_decay 0: no average kept
+
+
+def test_ema_warmup_keeps_its_count_across_a_resume(experiment, tmp_path):
+    """The warm-up's update count is checkpointed: a resumed average is bitwise the uninterrupted one."""
+    config = _config(experiment, "optimizer.ema_decay=0.9", "optimizer.ema_warmup=true", "parallel.num_devices=1")
+    _, straight, resumed = _straight_and_resumed(config, tmp_path)
+    for part in ("params", "opt_state"):
+        for x, y in zip(jax.tree_util.tree_leaves(straight[part]), jax.tree_util.tree_leaves(resumed[part])):
+            np.testing.assert_array_equal(x, y)
+    (node,) = [n for n in jax.tree_util.tree_leaves(resumed["opt_state"], is_leaf=optim_is_ema) if optim_is_ema(n)]
+    assert int(node.count) == 4
+    assert float(optim.ema_warmup_decay(0.9, 4)) == pytest.approx(5 / 14)
+    assert float(optim.ema_warmup_decay(0.9, 1000)) == pytest.approx(0.9)  # capped at optimizer.ema_decay
+    with pytest.raises(ConfigError, match="optimizer.ema_warmup=True: .*optimizer.ema_decay is 0"):
+        validate(_config(experiment, "optimizer.ema_warmup=true"))
 
 
 @pytest.mark.parametrize("mode", ["jit", "pmap"])

@@ -46,6 +46,7 @@ METHODS = {  # in the order they run (most asked-for first)
     "label_smoothing": ["task.label_smoothing=0.1"],
     "llrd": ["optimizer.layer_lr_decay=0.9"],
     "ema": ["optimizer.ema_decay=0.99"],
+    "ema_warmup": ["optimizer.ema_decay=0.99", "optimizer.ema_warmup=true"],
     "l2sp": ["optimizer.l2_sp=0.01", "optimizer.weight_decay=0.0"],
     "pgd": ["robust.adversarial=pgd", "robust.epsilon=0.1", "robust.steps=2", "robust.step_size=0.06"],
     "fgm+typos": ["robust.adversarial=fgm", "robust.epsilon=0.1", "data.augment=[char:0.05]"],

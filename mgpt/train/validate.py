@@ -256,6 +256,9 @@ def _check_optimizer(config: ExperimentConfig) -> None:
         if not _accepts(parameter.annotation, value):
             _fail(f"optimizer.kwargs.{key}", value, f"expected {_describe(parameter.annotation)} "
                   f"(optax.{opt.name}'s default: {parameter.default!r})")
+    if opt.ema_warmup and opt.ema_decay == 0:
+        _fail("optimizer.ema_warmup", True, "it warms up the weight average, and optimizer.ema_decay is 0 (no "
+              "average); expected false, or an optimizer.ema_decay above 0")
 
 
 def _check_augmentation(config: ExperimentConfig) -> None:
