@@ -56,6 +56,8 @@ METHODS = {  # in the order they run (most asked-for first)
     "rdrop+label_smoothing": ["robust.rdrop_alpha=1.0", "task.label_smoothing=0.1"],
     # the two largest clean gains of a single method at 1e-3 few-shot (LLRD, then R-Drop), together
     "llrd+rdrop": ["optimizer.layer_lr_decay=0.9", "robust.rdrop_alpha=1.0"],
+    # the full set's clean leader (LLRD) with its typo leader (typos in half the examples), at no second pass
+    "llrd+typos_half": ["optimizer.layer_lr_decay=0.9", "data.augment=[char:0.05]", "data.augment_probability=0.5"],
     # token classification only: EDA's word moves would break the tags (Dai & Adel's operations instead)
     "tag_augment": ["data.augment=[label_replace:0.1,mention_replace:0.3]"],
 }
