@@ -111,6 +111,7 @@ CASES = {
     "banking77_adversarial.py": _banking,
     "banking77_regularized.py": _banking,
     "banking77_augment.py": _banking,
+    "banking77_robust.py": _banking,
     "customer_service_assistant.py": _banking,
 }
 

@@ -2,6 +2,7 @@
 few-shot file holds exactly k rows per label, and the table's means, deviations and cost ratios are right."""
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -99,3 +100,14 @@ def test_combine_merges_parts_in_order_and_refuses_a_repeated_run_or_a_second_se
     other = _rows_file(tmp_path / "c.json", [dict(plain, setting="fewshot", seed=5)])
     with pytest.raises(SystemExit, match=r"c\.json: setting 'fewshot'.*combine one setting at a time"):
         bench.combine([part1, other])
+
+
+def test_the_robust_experiment_is_the_measured_recipe():
+    """experiments/banking77_robust.py trains exactly what the full setting measured as llrd+typos_half."""
+    full = bench.SETTINGS["full"]
+    measured = config_lib.apply_overrides(
+        config_lib.load_experiment(os.path.join(ROOT, "experiments", full.experiment)),
+        ["train.eval_perturbations=[" + ",".join(full.perturbations) + "]", *full.overrides,
+         *bench.METHODS["llrd+typos_half"]])
+    recipe = config_lib.load_experiment(os.path.join(ROOT, "experiments", "banking77_robust.py"))
+    assert dataclasses.replace(recipe, name=measured.name) == measured
