@@ -15,8 +15,8 @@ MGPT_BANKING77_DIR), trained as the full-set setting of experiments/benchmarks/r
   with 10% of the words deleted.
 
 Against plain fine-tuning on the same machine (README, "Robust fine-tuning: Banking77", 3 seeds) it gained
-+1.9 points clean, +11.7 at 5% typos and +19.7 at 10%, at 1.27x plain's step (the augmentation runs on the
-host).
++1.9 points clean, +11.7 at 5% typos and +19.7 at 10%, at 1.27x plain's step (typos make the length-grouped
+batches wider: experiments/benchmarks/augment_cost.py).
 """
 
 import dataclasses
